@@ -1,0 +1,126 @@
+"""The bundle manifest: the contract between compiler, fleet server and edge agent."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "signature.json"
+GOLDEN_FILE = "golden.npz"
+SCHEMA_VERSION = 1
+
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class QuantParams(_Frozen):
+    """Affine quantization of an int8/uint8 tensor: real = scale * (q - zero_point)."""
+
+    scale: float
+    zero_point: int
+
+
+class TensorSpec(_Frozen):
+    name: str
+    dtype: str = Field(description="numpy dtype name: float32, float16, int8, uint8, int64, ...")
+    shape: tuple[int | str, ...] = Field(description="Dimensions; a string names a dynamic axis.")
+    quantization: QuantParams | None = None
+
+
+class ModelInterface(_Frozen):
+    inputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    preprocessing: str = ""
+
+
+class PassRecord(_Frozen):
+    """One compiler pass that produced this artifact, with the digest of its config."""
+
+    name: str
+    config_digest: str
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Lineage(_Frozen):
+    source_model_sha256: str
+    calibration_data_sha256: str | None = None
+    eval_data_sha256: str | None = None
+    compiler_version: str
+    passes: tuple[PassRecord, ...] = ()
+    seed: int | None = None
+
+
+class Evidence(_Frozen):
+    size_bytes: int = Field(ge=0)
+    float_size_bytes: int | None = Field(default=None, ge=0)
+    max_abs_error: float | None = Field(default=None, description="Versus the float model.")
+    top1_agreement: float | None = Field(default=None, description="Versus the float model.")
+    accuracy_delta: float | None = Field(
+        default=None, description="Task accuracy minus the float model's, on the eval set."
+    )
+    host_latency_ms: float | None = Field(default=None, description="Batch 1, median, on host.")
+    fallback_ops: tuple[str, ...] = ()
+
+
+class GoldenSamples(_Frozen):
+    """Inputs with expected outputs, re-checked on the device after install."""
+
+    file: str = GOLDEN_FILE
+    count: int = Field(ge=1)
+    atol: float = Field(ge=0)
+    rtol: float = Field(default=0.0, ge=0)
+
+
+class FileEntry(_Frozen):
+    sha256: str
+    size: int = Field(ge=0)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not _SHA256.match(value):
+            raise ValueError("must be 64 lower-case hex digits")
+        return value
+
+
+class Manifest(_Frozen):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str
+    profile: str
+    format: Literal["onnx", "tflite"]
+    precision: Literal["fp32", "fp16", "int8"]
+    model_file: str
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    interface: ModelInterface
+    lineage: Lineage
+    evidence: Evidence
+    golden: GoldenSamples
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        if not _SEMVER.match(value):
+            raise ValueError("must be a semantic version such as 1.2.0")
+        return value
+
+    def canonical_bytes(self) -> bytes:
+        """The exact bytes that are hashed and signed: sorted keys, no whitespace."""
+        data = self.model_dump(mode="json")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Signature(_Frozen):
+    algorithm: Literal["ed25519"] = "ed25519"
+    key_id: str
+    signature: str = Field(description="base64 of the signature over Manifest.canonical_bytes().")
