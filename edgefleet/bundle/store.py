@@ -112,7 +112,9 @@ def verify_bundle(directory: Path, keys: Sequence[VerifyKey]) -> VerifiedBundle:
             raise BundleError(rel, "listed in the manifest but missing")
         actual = sha256_file(directory / rel)
         if actual != entry.sha256:
-            raise BundleError(rel, f"sha256 mismatch (manifest {entry.sha256[:12]}…, file {actual[:12]}…)")
+            raise BundleError(
+                rel, f"sha256 mismatch (manifest {entry.sha256[:12]}…, file {actual[:12]}…)"
+            )
         checks.append(f"{rel}: sha256 {actual[:12]}… ok ({entry.size} bytes)")
     extra = sorted(present - set(manifest.files))
     if extra:
@@ -121,7 +123,9 @@ def verify_bundle(directory: Path, keys: Sequence[VerifyKey]) -> VerifiedBundle:
         if required not in manifest.files:
             raise BundleError(required, "named by the manifest but not listed in its files")
     checks.append(f"files: {len(manifest.files)} listed, none missing, none extra")
-    return VerifiedBundle(path=directory, manifest=manifest, key_id=key.key_id, checks=tuple(checks))
+    return VerifiedBundle(
+        path=directory, manifest=manifest, key_id=key.key_id, checks=tuple(checks)
+    )
 
 
 def pack_bundle(directory: Path, tar_path: Path) -> Path:
@@ -199,4 +203,3 @@ def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"]) or "(root)"
     return f"field {where}: {error['msg']}"
-

@@ -1,0 +1,163 @@
+"""Bundle sealing, packing and verification: every tamper is refused, naming the file."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefleet.bundle import (
+    BundleError,
+    Evidence,
+    GoldenSamples,
+    Lineage,
+    Manifest,
+    ModelInterface,
+    SigningKey,
+    TensorSpec,
+    VerifyKey,
+    generate_key_pair,
+    load_signing_key,
+    load_verify_key,
+    pack_bundle,
+    seal_bundle,
+    unpack_bundle,
+    verify_bundle,
+)
+from edgefleet.bundle.signing import SigningKeyError
+
+Keys = tuple[SigningKey, VerifyKey, VerifyKey]  # signer, its public key, an untrusted key
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    folder = tmp_path_factory.mktemp("keys")
+    private, public = generate_key_pair(folder, "good")
+    _, other_public = generate_key_pair(folder, "other")
+    return load_signing_key(private), load_verify_key(public), load_verify_key(other_public)
+
+
+def make_manifest() -> Manifest:
+    return Manifest(
+        name="digits",
+        version="1.0.0",
+        profile="x86-64/avx512-vnni",
+        format="onnx",
+        precision="int8",
+        model_file="model.onnx",
+        interface=ModelInterface(
+            inputs=(TensorSpec(name="x", dtype="float32", shape=("batch", 1, 8, 8)),),
+            outputs=(TensorSpec(name="y", dtype="float32", shape=("batch", 10)),),
+        ),
+        lineage=Lineage(source_model_sha256="0" * 64, compiler_version="0.1.0"),
+        evidence=Evidence(size_bytes=4096),
+        golden=GoldenSamples(count=2, atol=1e-3),
+    )
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, keys: Keys) -> Path:
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(bytes(range(256)) * 16)
+    np.savez(folder / "golden.npz", inputs=np.zeros((2, 1, 8, 8)), outputs=np.zeros((2, 10)))
+    seal_bundle(folder, make_manifest(), keys[0])
+    return folder
+
+
+def flip_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def refusal(folder: Path, key: VerifyKey) -> BundleError:
+    with pytest.raises(BundleError) as caught:
+        verify_bundle(folder, [key])
+    return caught.value
+
+
+def test_sealed_bundle_verifies_and_lists_its_checks(bundle: Path, keys: Keys) -> None:
+    verified = verify_bundle(bundle, [keys[1]])
+    assert verified.manifest.files.keys() == {"model.onnx", "golden.npz"}
+    assert verified.key_id == keys[1].key_id
+    assert any("model.onnx" in line for line in verified.checks)
+    assert verified.model_path == bundle / "model.onnx"
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "golden.npz", "manifest.json"])
+def test_a_flipped_byte_is_refused_naming_the_file(bundle: Path, keys: Keys, name: str) -> None:
+    flip_byte(bundle / name)
+    error = refusal(bundle, keys[1])
+    assert error.file == name
+
+
+def test_missing_and_extra_files_are_named(bundle: Path, keys: Keys) -> None:
+    (bundle / "extra.bin").write_bytes(b"x")
+    assert refusal(bundle, keys[1]).file == "extra.bin"
+    (bundle / "extra.bin").unlink()
+    (bundle / "golden.npz").unlink()
+    error = refusal(bundle, keys[1])
+    assert (error.file, error.reason) == ("golden.npz", "listed in the manifest but missing")
+
+
+def test_wrong_key_is_refused_naming_the_signature(bundle: Path, keys: Keys) -> None:
+    error = refusal(bundle, keys[2])
+    assert error.file == "signature.json"
+    assert "not trusted" in error.reason
+
+
+def test_forged_signature_with_trusted_key_id_is_refused(bundle: Path, keys: Keys) -> None:
+    signature = (bundle / "signature.json").read_text()
+    forged = signature.replace('"signature": "', '"signature": "AAAA', 1)
+    (bundle / "signature.json").write_text(forged)
+    assert refusal(bundle, keys[1]).file in {"manifest.json", "signature.json"}
+
+
+def test_tar_round_trip_is_deterministic_and_verifies(
+    bundle: Path, tmp_path: Path, keys: Keys
+) -> None:
+    first = pack_bundle(bundle, tmp_path / "a.tar").read_bytes()
+    second = pack_bundle(bundle, tmp_path / "b.tar").read_bytes()
+    assert first == second
+    unpacked = unpack_bundle(tmp_path / "a.tar", tmp_path / "unpacked")
+    assert verify_bundle(unpacked, [keys[1]]).manifest.name == "digits"
+
+
+@pytest.mark.parametrize("entry", ["../escape.txt", "/abs.txt"])
+def test_unsafe_tar_paths_are_refused(tmp_path: Path, entry: str) -> None:
+    tar_path = tmp_path / "evil.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        info = tarfile.TarInfo(entry)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(BundleError, match="unsafe path"):
+        unpack_bundle(tar_path, tmp_path / "out")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_a_file_that_is_not_a_tar_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bundle.tar"
+    path.write_bytes(b"this is not a tar archive at all" * 40)
+    with pytest.raises(BundleError, match=r"bundle\.tar: not a valid bundle tar"):
+        unpack_bundle(path, tmp_path / "out")
+
+
+def test_manifest_rejects_a_bad_version() -> None:
+    with pytest.raises(ValueError, match="semantic version"):
+        make_manifest().model_validate({**make_manifest().model_dump(), "version": "1.0"})
+
+
+def test_key_files_refuse_overwrite_and_garbage(tmp_path: Path) -> None:
+    generate_key_pair(tmp_path, "k")
+    with pytest.raises(SigningKeyError, match="already exists"):
+        generate_key_pair(tmp_path, "k")
+    (tmp_path / "junk.pub").write_text("not a key")
+    with pytest.raises(SigningKeyError, match=r"junk\.pub: not a PEM public key"):
+        load_verify_key(tmp_path / "junk.pub")
+    with pytest.raises(SigningKeyError, match="cannot read key file"):
+        load_signing_key(tmp_path / "missing.key")
+    assert (tmp_path / "k.key").stat().st_mode & 0o077 == 0
