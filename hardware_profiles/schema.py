@@ -115,7 +115,10 @@ class Defaults(_Frozen):
 
 
 class HardwareProfile(_Frozen):
-    tag: str = Field(description="Identity, 'vendor-or-family/model', e.g. raspberry-pi/4b.")
+    tag: str = Field(
+        description="Identity, 'vendor-or-family/model', e.g. raspberry-pi/4b.",
+        json_schema_extra={"pattern": TAG_PATTERN.pattern},
+    )
     name: str
     description: str = ""
     arch: str = Field(description="Instruction set: x86_64, aarch64, armv7e-m, ...")

@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from compiler.cli import compile_command
 from edge_agent.cli import app as agent_app
@@ -41,7 +42,7 @@ def main() -> None:
     try:
         app()
     except EdgefleetError as exc:
-        _stderr.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        _stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         _stderr.print("interrupted")
