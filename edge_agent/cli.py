@@ -1,7 +1,114 @@
-"""CLI sub-app (stub)."""
+"""``edgefleet agent``: run the on-device agent."""
 
 from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
 
 import typer
 
 app = typer.Typer(help="Run the on-device agent.", no_args_is_help=True)
+
+TRUSTED_KEYS_DIR = "trusted_keys"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    from edge_agent.errors import AgentError
+
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise AgentError(f"--listen {value!r} must look like 127.0.0.1:8470 (port 0 picks one)")
+    return host, int(port)
+
+
+def trusted_keys(explicit: list[Path], data_dir: Path) -> list[Path]:
+    """--trusted-key files plus data_dir/trusted_keys/*.pub; refuse to run with none."""
+    from edge_agent.errors import AgentError
+
+    found = [*explicit, *sorted((data_dir / TRUSTED_KEYS_DIR).glob("*.pub"))]
+    if not found:
+        raise AgentError(
+            "no trusted public key: pass --trusted-key FILE.pub or put one in "
+            f"{data_dir / TRUSTED_KEYS_DIR}/; the agent only installs signed bundles"
+        )
+    return found
+
+
+@app.command("run")
+def run(
+    server: Annotated[str, typer.Option(help="Fleet server base URL, e.g. http://10.0.0.2:8000.")],
+    device_id: Annotated[str, typer.Option("--device-id", help="This device's id.")],
+    token: Annotated[
+        str, typer.Option(help="Device token from enrolment.", envvar="EDGEFLEET_DEVICE_TOKEN")
+    ],
+    profile: Annotated[str, typer.Option(help="Hardware profile tag, e.g. raspberry-pi/4b.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="State, models and the outbox.")],
+    mqtt: Annotated[
+        str | None, typer.Option(help="MQTT broker URL; default: ask the server's /api/v1/info.")
+    ] = None,
+    listen: Annotated[
+        str, typer.Option(help="Local API address; port 0 picks a free port.")
+    ] = "127.0.0.1:8470",
+    trusted_key: Annotated[
+        list[Path] | None,
+        typer.Option("--trusted-key", help="Public key that may sign bundles (repeatable)."),
+    ] = None,
+    telemetry_interval: Annotated[
+        float, typer.Option("--telemetry-interval", min=0.1, help="Seconds between telemetry.")
+    ] = 10.0,
+    ack_timeout: Annotated[
+        float, typer.Option("--ack-timeout", min=0.1, help="Re-send unacknowledged records after.")
+    ] = 5.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Serve the active model on a local HTTP API, log and deliver predictions, apply updates."""
+    from edge_agent.agent import Agent, AgentConfig
+    from edgefleet.bundle import load_verify_key
+    from hardware_profiles import load_profile
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("edge_agent.mqtt.paho").setLevel(logging.WARNING)
+    keys = tuple(load_verify_key(path) for path in trusted_keys(trusted_key or [], data_dir))
+    config = AgentConfig(
+        server_url=server,
+        device_id=device_id,
+        token=token,
+        profile=load_profile(profile),
+        data_dir=data_dir,
+        trusted_keys=keys,
+        mqtt_url=mqtt,
+        listen=parse_listen(listen),
+        telemetry_interval=telemetry_interval,
+        ack_timeout=ack_timeout,
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("edge_agent").info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    agent = Agent(config)
+    logging.getLogger("edge_agent").info(
+        "agent %s starting (profile %s, %d trusted keys, data %s)",
+        device_id,
+        config.profile.tag,
+        len(keys),
+        data_dir,
+    )
+    agent.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        agent.stop()

@@ -1,0 +1,294 @@
+"""The local HTTP API for applications on the device (loopback, stdlib ``ThreadingHTTPServer``).
+
+::
+
+    POST /v1/predict  {"input": [...]}         -> {"output", "model", "version", "record_id",
+                                                   "latency_ms"}
+                      {"inputs": [[...], ...]}  -> {"outputs": [...], "model", "version",
+                                                   "record_ids": [...], "latency_ms"}
+    GET  /v1/health   200 {"status": "ok", "model", "version"}; 503 while no model is active
+    GET  /v1/model    the active manifest's interface, the provider in use, the artifact hash
+
+Errors are JSON ``{"error": "..."}`` naming the problem: 400 for bad JSON, a wrong shape or
+dtype, NaN; 413 for an oversized body; 404 for an unknown path; 503 while no model is active.
+Every prediction is written to the outbox (committed) before the response is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+
+from edge_agent.errors import AgentError, InputError
+from edge_agent.outbox import Outbox
+from edge_agent.runtime.base import Array
+from edge_agent.serving import ModelSlot, ServedModel
+from edge_agent.telemetry import Metrics
+from edgefleet.errors import EdgefleetError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 16 << 20
+MAX_BATCH = 10_000
+
+
+class ApiError(EdgefleetError):
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.http_status = int(status)
+
+
+@dataclass
+class PredictionService:
+    """What the HTTP layer calls; usable without HTTP too."""
+
+    slot: ModelSlot
+    outbox: Outbox
+    metrics: Metrics
+    on_recorded: Callable[[], None] = lambda: None
+    _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
+    _running: int = field(default=0, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
+
+    def predict(self, body: Any) -> dict[str, Any]:
+        """Validate, run, log to the outbox (committed), and answer."""
+        with self._cond:
+            if self._closed:
+                raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is stopping")
+            self._running += 1
+        try:
+            return self._predict(body)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Refuse new predictions and wait for those running; True when all finished."""
+        with self._cond:
+            self._closed = True
+            return self._cond.wait_for(lambda: self._running == 0, timeout)
+
+    def _predict(self, body: Any) -> dict[str, Any]:
+        model = self.slot.current()
+        if model is None:
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "no model is active yet")
+        if not isinstance(body, dict):
+            raise InputError('request body must be a JSON object with "input" or "inputs"')
+        keys = {"input", "inputs"} & body.keys()
+        if len(keys) != 1:
+            raise InputError('request body must have exactly one of "input" or "inputs"')
+        batch = "inputs" in body
+        raw = body["inputs"] if batch else [body["input"]]
+        if batch and (not isinstance(raw, list) or not raw):
+            raise InputError('"inputs" must be a non-empty list of examples')
+        if len(raw) > MAX_BATCH:
+            raise InputError(f'"inputs" holds {len(raw)} examples; the limit is {MAX_BATCH}')
+        examples = [
+            model.coerce(value, where=f"inputs[{index}]" if batch else "input")
+            for index, value in enumerate(raw)
+        ]
+        started = time.perf_counter()
+        results = model.run_examples(examples)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        outputs = [model.to_json(result) for result in results]
+        record_ids = self._record(model, examples, outputs, latency_ms / len(examples))
+        self.metrics.record_request(latency_ms, count=len(examples))
+        common = {"model": model.name, "version": model.version, "latency_ms": latency_ms}
+        if batch:
+            return {"outputs": outputs, "record_ids": record_ids, **common}
+        return {"output": outputs[0], "record_id": record_ids[0], **common}
+
+    def _record(
+        self, model: ServedModel, examples: list[Array], outputs: list[Any], latency_ms: float
+    ) -> list[str]:
+        now = time.time()
+        records = [
+            {
+                "record_id": uuid.uuid4().hex,
+                "model": model.name,
+                "model_version": model.version,
+                "artifact_sha256": model.artifact_sha256,
+                "input_digest": input_digest(example),
+                "output": output,
+                "latency_ms": latency_ms,
+                "ts": now,
+            }
+            for example, output in zip(examples, outputs, strict=True)
+        ]
+        self.outbox.append_many(records)
+        self.on_recorded()
+        return [str(record["record_id"]) for record in records]
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        model = self.slot.current()
+        if model is None:
+            return 503, {"status": "no model", "model": None, "version": None}
+        return 200, {"status": "ok", "model": model.name, "version": model.version}
+
+    def describe(self) -> dict[str, Any]:
+        model = self.slot.current()
+        if model is None:
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "no model is active yet")
+        manifest = model.manifest
+        return {
+            "model": manifest.name,
+            "version": manifest.version,
+            "profile": manifest.profile,
+            "format": manifest.format,
+            "precision": manifest.precision,
+            "artifact_sha256": model.artifact_sha256,
+            "deployment_id": model.deployment_id,
+            "provider": model.provider,
+            "batch_axis": model.batch_axis,
+            "example_shape": list(model.example_shape),
+            "interface": manifest.interface.model_dump(mode="json"),
+        }
+
+
+def input_digest(example: Array) -> str:
+    """sha256 over dtype, shape and the raw bytes of one example."""
+    digest = hashlib.sha256(f"{example.dtype.str}{example.shape}".encode())
+    digest.update(example.tobytes())
+    return digest.hexdigest()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    service: PredictionService
+    max_body: int
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "edgefleet-agent"
+
+    @property
+    def _service(self) -> PredictionService:
+        return cast(_Server, self.server).service
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        if self.path == "/v1/health":
+            status, body = self._service.health()
+            self._json(status, body)
+        elif self.path == "/v1/model":
+            self._guarded(self._service.describe)
+        else:
+            self._json(404, {"error": f"no such endpoint: GET {self.path}"})
+
+    def do_POST(self) -> None:
+        if self.path != "/v1/predict":
+            self.close_connection = True
+            self._json(404, {"error": f"no such endpoint: POST {self.path}"})
+            return
+        self._guarded(lambda: self._service.predict(self._read_json()))
+
+    def _guarded(self, action: Callable[[], dict[str, Any]]) -> None:
+        try:
+            body = action()
+        except EdgefleetError as exc:
+            if exc.http_status != 503:
+                self._service.metrics.record_error()
+            self._json(exc.http_status, {"error": str(exc)})
+            return
+        self._json(200, body)
+
+    def _read_json(self) -> Any:
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+        try:
+            length = int(length_header)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number") from None
+        limit = cast(_Server, self.server).max_body
+        if length > limit:
+            self._discard(length, limit)
+            raise ApiError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body of {length} bytes exceeds the limit of {limit} bytes",
+            )
+        data = self.rfile.read(length)
+        try:
+            return json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"request body is not valid JSON ({exc})") from exc
+
+    def _discard(self, length: int, limit: int) -> None:
+        """Drain a moderately oversized body so the client reads the 413 instead of a reset."""
+        if length > max(4 * limit, 1 << 20):
+            self.close_connection = True
+            return
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    def _json(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class LocalApi:
+    """The HTTP server on its own thread. ``port=0`` picks a free port."""
+
+    def __init__(
+        self,
+        service: PredictionService,
+        host: str = "127.0.0.1",
+        port: int = 8470,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.service = service
+        try:
+            self._server = _Server((host, port), _Handler)
+        except OSError as exc:
+            raise AgentError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
+        self._server.service = service
+        self._server.max_body = max_body
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.1,), name="edgefleet-api", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("local API listening on %s", self.url)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)

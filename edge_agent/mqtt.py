@@ -1,0 +1,207 @@
+"""The agent's MQTT link: paho-mqtt 2.x, MQTT 3.1.1, Last Will, automatic reconnects.
+
+On every connect the link publishes ``Status(online)`` retained and subscribes (inside
+``on_connect``, so subscriptions survive reconnects) to ``desired`` and ``ack``. The Last Will
+publishes ``Status(offline)`` retained when the connection drops without a clean disconnect;
+:meth:`MqttLink.stop` publishes it itself before disconnecting. The paho network thread
+(``loop_start``) reconnects by itself with a 0.5-10 s back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import BaseModel, ValidationError
+
+from edge_agent.errors import AgentError
+from edgefleet.protocol import topics
+from edgefleet.protocol.messages import Ack, DesiredState, DeviceState, Status
+from edgefleet.protocol.topics import Channel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str) -> BrokerAddress:
+    """``mqtt://[user[:password]@]host[:port]`` (default port 1883)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+        raise AgentError(f"MQTT URL {url!r} must look like mqtt://host:port")
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise AgentError(f"MQTT URL {url!r} has an invalid port") from exc
+    return BrokerAddress(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _nothing() -> None:
+    return None
+
+
+class MqttLink:
+    """One MQTT connection for one device; every method is thread-safe."""
+
+    def __init__(
+        self,
+        url: str,
+        device_id: str,
+        *,
+        status: Callable[[], Status],
+        on_desired: Callable[[DesiredState], None],
+        on_ack: Callable[[Ack], None],
+        on_connected: Callable[[], None] = _nothing,
+        keepalive: int = 15,
+    ) -> None:
+        self.address = parse_mqtt_url(url)
+        self.device_id = topics.validate_device_id(device_id)
+        self._status = status
+        self._on_desired = on_desired
+        self._on_ack = on_ack
+        self._on_connected = on_connected
+        self._keepalive = keepalive
+        self._connected = threading.Event()
+        self._stopping = False
+        self._ever_connected = False
+        self._failures = 0
+        self._client = self._make_client()
+
+    def _topic(self, channel: Channel) -> str:
+        return topics.topic(self.device_id, channel)
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"edgefleet-agent-{self.device_id}",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        client.enable_logger(logging.getLogger("edge_agent.mqtt.paho"))
+        client.suppress_exceptions = True
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        offline = self._status().model_copy(update={"state": DeviceState.OFFLINE})
+        client.will_set(self._topic(Channel.STATUS), offline.to_bytes(), qos=1, retain=True)
+        # paho annotates the delays as int; it sleeps on them, so a float works.
+        client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]
+        client.on_connect = self._handle_connect
+        client.on_connect_fail = self._handle_connect_fail
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        """Connect in the background; the network thread keeps reconnecting until stop()."""
+        log.info("connecting to MQTT broker %s:%d", self.address.host, self.address.port)
+        self._client.connect_async(self.address.host, self.address.port, self._keepalive)
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Publish offline status, disconnect cleanly, stop the network thread."""
+        self._stopping = True
+        if self.connected:
+            offline = self._status().model_copy(update={"state": DeviceState.OFFLINE})
+            info = self._client.publish(
+                self._topic(Channel.STATUS), offline.to_bytes(), qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("offline status not confirmed by the broker: %s", exc)
+        if self._ever_connected:
+            self._client.disconnect()
+        self._client.disable_logger()  # paho logs a spurious error when a retry loop ends
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def publish(
+        self, channel: Channel, message: BaseModel, *, qos: int = 1, retain: bool = False
+    ) -> bool:
+        """Publish a message. QoS 1 messages are queued while disconnected and sent on reconnect.
+
+        Returns True when the message went out on a live connection.
+        """
+        info = self._client.publish(
+            self._topic(channel), message.model_dump_json().encode(), qos=qos, retain=retain
+        )
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def publish_status(self) -> bool:
+        return self.publish(Channel.STATUS, self._status(), qos=1, retain=True)
+
+    def _handle_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("MQTT broker refused the connection: %s", reason)
+            return
+        again = "re" if self._ever_connected else ""
+        self._failures = 0
+        self._ever_connected = True
+        log.info("%sconnected to MQTT broker %s:%d", again, self.address.host, self.address.port)
+        self.publish_status()
+        client.subscribe([(self._topic(Channel.DESIRED), 1), (self._topic(Channel.ACK), 1)])
+        self._connected.set()
+        self._on_connected()
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._failures += 1
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        log.log(
+            level,
+            "cannot reach MQTT broker %s:%d (attempt %d); retrying with back-off",
+            self.address.host,
+            self.address.port,
+            self._failures,
+        )
+
+    def _handle_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self._connected.clear()
+        if not self._stopping:
+            log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+
+    def _handle_message(self, client: mqtt.Client, userdata: Any, message: Any) -> None:
+        if not message.payload:
+            return
+        try:
+            channel = topics.parse(message.topic).channel
+            if channel is Channel.DESIRED:
+                desired = DesiredState.model_validate_json(message.payload)
+                log.info(
+                    "desired state received: %s %s (deployment %s)",
+                    desired.model,
+                    desired.version,
+                    desired.deployment_id,
+                )
+                self._on_desired(desired)
+            elif channel is Channel.ACK:
+                self._on_ack(Ack.model_validate_json(message.payload))
+        except (ValidationError, topics.TopicError) as exc:
+            log.warning("ignoring a malformed message on %s: %s", message.topic, exc)

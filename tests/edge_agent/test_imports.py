@@ -1,0 +1,45 @@
+"""A device installs only edgefleet[agent]: the agent must not import anything heavier."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import edge_agent
+
+ALLOWED = {"numpy", "onnxruntime", "paho", "pydantic", "psutil", "typer", "edgefleet",
+           "hardware_profiles", "edge_agent"}  # fmt: skip
+FORBIDDEN = ("torch", "fastapi", "sqlalchemy", "compiler", "fleet_server", "onnx", "uvicorn")
+
+
+def _imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_edge_agent_imports_only_what_a_device_has() -> None:
+    root = Path(edge_agent.__file__).parent
+    offenders = {
+        str(path.relative_to(root)): sorted(mods - ALLOWED - set(sys.stdlib_module_names))
+        for path in root.rglob("*.py")
+        if (mods := _imports(path)) - ALLOWED - set(sys.stdlib_module_names)
+    }
+    assert offenders == {}
+
+
+def test_loading_the_agent_pulls_in_nothing_heavy() -> None:
+    code = (
+        "import sys, edge_agent.agent, edge_agent.cli, edge_agent.runtime.ort\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
