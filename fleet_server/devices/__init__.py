@@ -1,0 +1,1 @@
+"""Devices: enrolment (profile, labels, token), desired state and the state they report."""

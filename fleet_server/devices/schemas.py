@@ -1,0 +1,74 @@
+"""HTTP shapes of the devices domain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgefleet.protocol.topics import TopicError, validate_device_id
+from fleet_server.devices.tables import DeviceRow
+
+
+class DeviceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    profile: str = Field(description="Hardware profile tag, e.g. raspberry-pi/4b.")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        try:
+            return validate_device_id(value)
+        except TopicError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class DeviceCreated(BaseModel):
+    device_id: str
+    token: str = Field(description="Shown once; the server keeps only its sha256.")
+
+
+class DesiredRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    version: str
+
+
+class DeviceView(BaseModel):
+    """A device as the operator sees it. ``reported_*`` are only ever what the device said."""
+
+    device_id: str
+    profile: str
+    labels: dict[str, str]
+    online: bool
+    last_seen: float | None
+    reported_model: str | None
+    reported_version: str | None
+    desired_model: str | None
+    desired_version: str | None
+    deployment_phase: str | None
+    deployment_detail: str
+    last_telemetry: dict[str, Any] | None
+    predictions_received: int
+
+    @classmethod
+    def of(cls, row: DeviceRow) -> DeviceView:
+        return cls(
+            device_id=row.device_id,
+            profile=row.profile,
+            labels={str(k): str(v) for k, v in row.labels.items()},
+            online=row.online,
+            last_seen=row.last_seen,
+            reported_model=row.reported_model,
+            reported_version=row.reported_version,
+            desired_model=row.desired_model,
+            desired_version=row.desired_version,
+            deployment_phase=row.deployment_phase,
+            deployment_detail=row.deployment_detail,
+            last_telemetry=row.last_telemetry,
+            predictions_received=row.predictions_received,
+        )

@@ -1,0 +1,1 @@
+"""Ingest of what devices publish over MQTT: status, reports, telemetry, predictions."""

@@ -1,0 +1,1 @@
+"""Registry of model versions and their per-profile artifacts (signed bundle tars)."""
