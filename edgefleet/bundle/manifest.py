@@ -13,8 +13,9 @@ MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "signature.json"
 GOLDEN_FILE = "golden.npz"
 
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
+SEMVER_PATTERN = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class _Frozen(BaseModel):
@@ -93,7 +94,7 @@ class FileEntry(_Frozen):
 
 class Manifest(_Frozen):
     schema_version: Literal[1] = 1
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN.pattern)
     version: str
     profile: str
     format: Literal["onnx", "tflite"]
@@ -109,7 +110,7 @@ class Manifest(_Frozen):
     @field_validator("version")
     @classmethod
     def _semver(cls, value: str) -> str:
-        if not _SEMVER.match(value):
+        if not SEMVER_PATTERN.match(value):
             raise ValueError("must be a semantic version such as 1.2.0")
         return value
 

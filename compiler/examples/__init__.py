@@ -1,0 +1,1 @@
+"""Small models built in code, for demos and tests."""

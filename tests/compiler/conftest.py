@@ -1,0 +1,91 @@
+"""The digits demo, compiled once per session through the real CLI, real torch, real onnxruntime.
+
+Training happens once per process (``compiler.examples.digits`` caches the trained weights), so
+the in-process compile and the float ONNX export share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgefleet.bundle import VerifyKey, generate_key_pair, load_verify_key
+
+DIGITS = "compiler.examples.digits:trained_cnn"
+INT8_PROFILES = ("x86-64/avx512-vnni", "raspberry-pi/4b")
+FALLBACK_PROFILE = "nvidia/jetson-orin-nano"
+TFLITE_PROFILE = "google/coral-edgetpu"
+
+
+@dataclass(frozen=True)
+class DigitsData:
+    calibration: Path
+    evaluation: Path
+
+
+@dataclass(frozen=True)
+class Keys:
+    private: Path
+    public: Path
+
+    @property
+    def verify(self) -> VerifyKey:
+        return load_verify_key(self.public)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    out: Path
+    stdout: str
+    stderr: str
+
+    def bundle(self, tag: str, name: str = "digits", version: str = "1.0.0") -> Path:
+        return self.out / f"{name}-{version}-{tag.replace('/', '_')}"
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory: pytest.TempPathFactory) -> DigitsData:
+    from compiler.examples.digits import write_datasets
+
+    calibration, evaluation = write_datasets(tmp_path_factory.mktemp("digits-data"))
+    return DigitsData(calibration, evaluation)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    private, public = generate_key_pair(tmp_path_factory.mktemp("compiler-keys"), "compiler")
+    return Keys(private, public)
+
+
+@pytest.fixture(scope="session")
+def digits_compiled(
+    tmp_path_factory: pytest.TempPathFactory, digits_data: DigitsData, keys: Keys
+) -> Compiled:
+    """``edgefleet compile`` of the digits CNN for two int8 profiles, a GPU profile that falls
+    back to fp32, and a TFLite profile that is skipped."""
+    from edgefleet.cli import app
+
+    out = tmp_path_factory.mktemp("digits-bundles")
+    profiles = [*INT8_PROFILES, FALLBACK_PROFILE, TFLITE_PROFILE]
+    args = ["compile", DIGITS, *(a for tag in profiles for a in ("--profile", tag))]
+    args += ["--calibration", str(digits_data.calibration), "--eval", str(digits_data.evaluation)]
+    args += ["--out", str(out), "--key", str(keys.private), "--name", "digits"]
+    args += ["--version", "1.0.0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return Compiled(out=out, stdout=result.stdout, stderr=result.stderr)
+
+
+@pytest.fixture(scope="session")
+def float_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN exported to a plain fp32 ONNX file."""
+    from compiler.examples.digits import trained_cnn
+    from compiler.export import ExportConfig, export_torch
+    from compiler.sources import TorchModel
+
+    module, example = trained_cnn()
+    path = tmp_path_factory.mktemp("digits-onnx") / "digits.onnx"
+    return export_torch(TorchModel(module, example), path, ExportConfig())

@@ -1,0 +1,197 @@
+"""The acceptance of ``edgefleet compile`` on the digits CNN: signed int8 bundles at most 0.35x
+the fp32 size that agree with fp32 on at least 99% of the test split, golden samples that
+reproduce, honest lineage, the fp32 fallback and the TFLite skip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import edgefleet
+from compiler.pipeline import CompileRequest, compile_model
+from edgefleet.bundle import (
+    GOLDEN_FILE,
+    Manifest,
+    VerifiedBundle,
+    sha256_file,
+    unpack_bundle,
+    verify_bundle,
+)
+from tests.compiler.conftest import (
+    FALLBACK_PROFILE,
+    INT8_PROFILES,
+    TFLITE_PROFILE,
+    Compiled,
+    DigitsData,
+    Keys,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _verified(compiled: Compiled, tag: str, keys: Keys) -> VerifiedBundle:
+    return verify_bundle(compiled.bundle(tag), [keys.verify])
+
+
+def _run(model: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+@pytest.mark.parametrize("tag", INT8_PROFILES)
+def test_int8_bundle_is_small_and_agrees_with_fp32(
+    digits_compiled: Compiled, keys: Keys, tag: str
+) -> None:
+    bundle = _verified(digits_compiled, tag, keys)
+    manifest = bundle.manifest
+    evidence = manifest.evidence
+    assert (manifest.profile, manifest.precision, manifest.format) == (tag, "int8", "onnx")
+    assert evidence.float_size_bytes is not None and evidence.top1_agreement is not None
+    assert evidence.size_bytes == bundle.model_path.stat().st_size
+    assert evidence.size_bytes / evidence.float_size_bytes <= 0.35
+    assert evidence.top1_agreement >= 0.99
+    assert evidence.accuracy_delta is not None and evidence.accuracy_delta >= -0.01
+    assert evidence.max_abs_error is not None and 0 < evidence.max_abs_error < 5
+    assert evidence.host_latency_ms is not None and 0 < evidence.host_latency_ms < 50
+
+
+def test_tar_beside_each_bundle_verifies(
+    digits_compiled: Compiled, keys: Keys, tmp_path: Path
+) -> None:
+    for tag in (*INT8_PROFILES, FALLBACK_PROFILE):
+        tar = digits_compiled.bundle(tag).with_name(digits_compiled.bundle(tag).name + ".tar")
+        unpacked = unpack_bundle(tar, tmp_path / tag.replace("/", "_"))
+        assert verify_bundle(unpacked, [keys.verify]).manifest.profile == tag
+
+
+@pytest.mark.parametrize("tag", [*INT8_PROFILES, FALLBACK_PROFILE])
+def test_golden_samples_are_the_artifacts_own_outputs(
+    digits_compiled: Compiled, keys: Keys, tag: str
+) -> None:
+    bundle = _verified(digits_compiled, tag, keys)
+    with np.load(bundle.golden_path) as golden:
+        assert sorted(golden.files) == ["inputs", "outputs"]
+        inputs, outputs = golden["inputs"], golden["outputs"]
+    assert inputs.shape == (8, 1, 8, 8) and inputs.dtype == np.float32
+    assert outputs.shape == (8, 10) and outputs.dtype == np.float32
+    assert bundle.manifest.golden.count == 8
+    actual = _run(bundle.model_path, inputs)
+    np.testing.assert_allclose(actual, outputs, atol=1e-5, rtol=0)
+    assert np.allclose(actual, outputs, atol=bundle.manifest.golden.atol, rtol=0)
+
+
+def test_int8_golden_tolerance_covers_quantization_but_not_garbage(
+    digits_compiled: Compiled, keys: Keys
+) -> None:
+    bundle = _verified(digits_compiled, INT8_PROFILES[0], keys)
+    fp32 = _verified(digits_compiled, FALLBACK_PROFILE, keys)
+    with np.load(bundle.golden_path) as golden:
+        inputs, outputs = golden["inputs"], golden["outputs"]
+    atol = bundle.manifest.golden.atol
+    float_outputs = _run(fp32.model_path, inputs)
+    assert not np.allclose(float_outputs, outputs, atol=1e-4)  # really the int8 outputs
+    assert np.allclose(float_outputs, outputs, atol=atol)  # a float-exact device passes
+    wrong = np.roll(outputs, 1, axis=1)  # another class's logits: a broken device
+    assert not np.allclose(wrong, outputs, atol=atol)
+
+
+def test_interface_and_lineage(
+    digits_compiled: Compiled, keys: Keys, digits_data: DigitsData
+) -> None:
+    manifest = _verified(digits_compiled, INT8_PROFILES[0], keys).manifest
+    (inp,), (out,) = manifest.interface.inputs, manifest.interface.outputs
+    assert (inp.name, inp.dtype, inp.shape) == ("x", "float32", ("batch", 1, 8, 8))
+    assert (out.dtype, out.shape) == ("float32", ("batch", 10))
+    lineage = manifest.lineage
+    assert lineage.calibration_data_sha256 == sha256_file(digits_data.calibration)
+    assert lineage.eval_data_sha256 == sha256_file(digits_data.evaluation)
+    assert lineage.compiler_version == edgefleet.__version__
+    assert lineage.seed == 0
+    assert [p.name for p in lineage.passes] == ["export_onnx", "quantize_static_qdq"]
+    for record in lineage.passes:
+        canonical = json.dumps(record.config, sort_keys=True, separators=(",", ":")).encode()
+        assert record.config_digest == hashlib.sha256(canonical).hexdigest()
+    quantize = lineage.passes[1].config
+    assert quantize["per_channel"] is True
+    assert (quantize["activations"], quantize["weights"]) == ("uint8", "int8")
+    same_source = _verified(digits_compiled, INT8_PROFILES[1], keys).manifest.lineage
+    assert same_source.source_model_sha256 == lineage.source_model_sha256
+
+
+def test_gpu_profile_preferring_fp16_gets_fp32(digits_compiled: Compiled, keys: Keys) -> None:
+    manifest: Manifest = _verified(digits_compiled, FALLBACK_PROFILE, keys).manifest
+    assert manifest.precision == "fp32"
+    assert manifest.evidence.size_bytes == manifest.evidence.float_size_bytes
+    assert manifest.evidence.max_abs_error == 0.0
+    assert manifest.evidence.top1_agreement == 1.0
+    assert [p.name for p in manifest.lineage.passes] == ["export_onnx"]
+    assert "fp32 is the fallback" in " ".join(digits_compiled.stdout.split())
+
+
+def test_tflite_profile_is_skipped_with_one_line(digits_compiled: Compiled) -> None:
+    assert not digits_compiled.bundle(TFLITE_PROFILE).exists()
+    lines = [line for line in digits_compiled.stderr.splitlines() if TFLITE_PROFILE in line]
+    assert len(lines) == 1
+    assert "skipped" in lines[0] and "TFLite output arrives with the full compiler" in lines[0]
+
+
+def test_summary_table_has_a_row_per_bundle(digits_compiled: Compiled, keys: Keys) -> None:
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in digits_compiled.stdout.splitlines()
+        if "│" in line
+    }
+    for tag in (*INT8_PROFILES, FALLBACK_PROFILE):
+        evidence = _verified(digits_compiled, tag, keys).manifest.evidence
+        assert evidence.float_size_bytes is not None
+        ratio = evidence.size_bytes / evidence.float_size_bytes
+        assert f"{ratio:.2f}x" in rows[tag]
+        assert (
+            str(digits_compiled.bundle(tag).with_name(digits_compiled.bundle(tag).name + ".tar"))
+            in rows[tag]
+        )
+    assert "skipped" in rows[TFLITE_PROFILE]
+
+
+def test_onnx_file_input(
+    float_onnx: Path,
+    digits_data: DigitsData,
+    keys: Keys,
+    digits_compiled: Compiled,
+    tmp_path: Path,
+) -> None:
+    result = compile_model(
+        CompileRequest(
+            model=str(float_onnx),
+            profiles=[INT8_PROFILES[0]],
+            calibration=digits_data.calibration,
+            eval_data=digits_data.evaluation,
+            out=tmp_path,
+            key=keys.private,
+            name="digits-onnx",
+            version="2.0.0-rc.1",
+        )
+    )
+    (built,) = result.bundles
+    manifest = verify_bundle(built.bundle.directory, [keys.verify]).manifest
+    assert (manifest.name, manifest.version, manifest.precision) == (
+        "digits-onnx",
+        "2.0.0-rc.1",
+        "int8",
+    )
+    assert manifest.lineage.source_model_sha256 == sha256_file(float_onnx)
+    assert [p.name for p in manifest.lineage.passes] == ["import_onnx", "quantize_static_qdq"]
+    assert manifest.evidence.float_size_bytes == float_onnx.stat().st_size
+    assert manifest.evidence.top1_agreement is not None and manifest.evidence.top1_agreement >= 0.99
+    assert built.bundle.tar == tmp_path / "digits-onnx-2.0.0-rc.1-x86-64_avx512-vnni.tar"
+    assert (built.bundle.directory / GOLDEN_FILE).is_file()
+    # Deterministic training, export and calibration: the same weights through the ONNX file
+    # give, byte for byte, the int8 model the PyTorch factory gave.
+    from_torch = digits_compiled.bundle(INT8_PROFILES[0]) / "model.onnx"
+    assert sha256_file(built.bundle.directory / "model.onnx") == sha256_file(from_torch)

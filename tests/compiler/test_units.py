@@ -1,0 +1,189 @@
+"""Pure parts of the compiler: recipes per profile, data files, source resolution, configs,
+and the promise that importing the compiler CLI loads nothing heavy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from compiler.data import check_shape, load_dataset
+from compiler.errors import CompileError
+from compiler.golden import select_inputs
+from compiler.package import bundle_stem, prepare_directory
+from compiler.quantize import QuantizationError, StaticQdqConfig, quantize_static_qdq
+from compiler.recipes import Recipe, Skip, recipe_for
+from compiler.sources import OnnxSource, TorchSource, resolve_source
+from edgefleet.errors import EdgefleetError
+from hardware_profiles import Precision, all_profiles, load_profile
+
+
+def test_recipes_for_every_known_profile() -> None:
+    expected = {
+        "x86-64/avx512-vnni": Precision.INT8,
+        "raspberry-pi/4b": Precision.INT8,
+        "qualcomm/hexagon-npu": Precision.INT8,
+        "nvidia/jetson-orin-nano": Precision.FP32,
+    }
+    for profile in all_profiles():
+        recipe = recipe_for(profile)
+        if profile.format.value == "tflite":
+            assert isinstance(recipe, Skip)
+            assert "TFLite output arrives with the full compiler" in recipe.reason
+            continue
+        assert isinstance(recipe, Recipe)
+        if profile.tag in expected:
+            assert recipe.precision is expected[profile.tag], profile.tag
+        assert (recipe.quantize is not None) == (recipe.precision is Precision.INT8)
+
+
+def test_int8_recipe_follows_the_profile_quantization_block() -> None:
+    recipe = recipe_for(load_profile("qualcomm/hexagon-npu"), seed=7)
+    assert isinstance(recipe, Recipe) and recipe.quantize is not None
+    quant = load_profile("qualcomm/hexagon-npu").quantization
+    assert recipe.quantize.per_channel == quant.per_channel
+    assert recipe.quantize.weights == quant.weights
+    assert recipe.quantize.seed == 7
+
+
+def test_fp16_profile_note_says_fp32_is_the_fallback() -> None:
+    recipe = recipe_for(load_profile("nvidia/jetson-orin-nano"))
+    assert isinstance(recipe, Recipe) and recipe.quantize is None
+    assert any("fp16" in note and "fp32 is the fallback" in note for note in recipe.notes)
+
+
+def test_pass_config_digest_is_sha256_of_canonical_json() -> None:
+    config = StaticQdqConfig(per_channel=False, seed=3)
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    assert config.digest() == hashlib.sha256(canonical.encode()).hexdigest()
+    assert config.digest() != StaticQdqConfig(per_channel=False, seed=4).digest()
+    with pytest.raises(ValueError, match="extra"):
+        StaticQdqConfig(per_chanel=True)  # type: ignore[call-arg]
+
+
+def test_dataset_from_npz_uses_x_and_y(tmp_path: Path) -> None:
+    path = tmp_path / "eval.npz"
+    np.savez(path, y=np.arange(4), x=np.ones((4, 1, 2, 2), dtype=np.float64))
+    data = load_dataset(path, "eval")
+    assert data.x.dtype == np.float32 and data.x.shape == (4, 1, 2, 2)
+    assert data.y is not None and data.y.tolist() == [0, 1, 2, 3]
+    assert len(data.sha256) == 64
+
+
+def test_dataset_from_npz_without_x_takes_the_first_array(tmp_path: Path) -> None:
+    path = tmp_path / "calibration.npz"
+    np.savez(path, images=np.zeros((3, 5), dtype=np.uint8))
+    data = load_dataset(path, "calibration")
+    assert data.x.shape == (3, 5) and data.y is None
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        ({"x": np.zeros((4, 2)), "y": np.zeros(3, dtype=np.int64)}, "labels 'y' must be 4"),
+        ({"x": np.array(["a", "b"])}, "expected numbers"),
+        ({"x": np.zeros((0, 2))}, "holds no samples"),
+    ],
+)
+def test_bad_datasets_are_named(tmp_path: Path, arrays: dict[str, Any], match: str) -> None:
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(CompileError, match=match) as caught:
+        load_dataset(path, "eval")
+    assert str(path) in str(caught.value)
+
+
+def test_dataset_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="calibration data file not found"):
+        load_dataset(tmp_path / "missing.npy", "calibration")
+    text = tmp_path / "data.csv"
+    text.write_text("1,2\n")
+    with pytest.raises(CompileError, match=r"must be a \.npy or \.npz"):
+        load_dataset(text, "calibration")
+    broken = tmp_path / "broken.npy"
+    broken.write_bytes(b"not numpy")
+    with pytest.raises(CompileError, match="cannot read calibration data"):
+        load_dataset(broken, "calibration")
+
+
+def test_shape_check_accepts_dynamic_axes_and_names_both_shapes(tmp_path: Path) -> None:
+    path = tmp_path / "c.npy"
+    np.save(path, np.zeros((5, 3, 8, 8), dtype=np.float32))
+    data = load_dataset(path, "calibration")
+    check_shape(data, "x", ("batch", 3, "h", "w"))
+    with pytest.raises(CompileError, match=r"\(5, 3, 8, 8\).*'x' expects \(N, 1, 8, 8\)"):
+        check_shape(data, "x", ("batch", 1, 8, 8))
+
+
+def test_resolve_source(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    assert isinstance(resolve_source(str(model)), OnnxSource)
+    source = resolve_source("compiler.examples.digits:trained_cnn")
+    assert isinstance(source, TorchSource)
+    assert (source.module, source.factory) == ("compiler.examples.digits", "trained_cnn")
+    for bad, reason in [
+        (str(tmp_path / "absent.onnx"), "no such ONNX file"),
+        (str(tmp_path), "a directory"),
+        ("not a model", "neither an existing ONNX file"),
+        ("pkg.mod:", "neither"),
+    ]:
+        with pytest.raises(CompileError, match=reason):
+            resolve_source(bad)
+
+
+def test_golden_inputs_are_spread_and_bounded() -> None:
+    x = np.arange(100, dtype=np.float32).reshape(100, 1)
+    picked = select_inputs(x, 8)
+    assert picked.shape == (8, 1) and picked[0, 0] == 0 and picked[-1, 0] == 99
+    assert select_inputs(x[:3], 8).shape == (3, 1)
+
+
+def test_bundle_directory_replaces_a_bundle_but_not_other_files(tmp_path: Path) -> None:
+    stem = bundle_stem("digits", "1.0.0", "raspberry-pi/4b")
+    assert stem == "digits-1.0.0-raspberry-pi_4b"
+    old = prepare_directory(tmp_path, stem)
+    (old / "manifest.json").write_text("{}")
+    (old / "stale.bin").write_bytes(b"x")
+    assert list(prepare_directory(tmp_path, stem).iterdir()) == []
+    (old / "precious.txt").write_text("mine")
+    with pytest.raises(CompileError, match="not a bundle"):
+        prepare_directory(tmp_path, stem)
+    assert (old / "precious.txt").read_text() == "mine"
+
+
+def test_compile_error_is_an_edgefleet_error() -> None:
+    assert issubclass(CompileError, EdgefleetError)
+
+
+def test_importing_the_compiler_cli_loads_nothing_heavy() -> None:
+    code = (
+        "import sys, compiler, compiler.cli, compiler.pipeline\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'onnx', 'onnxruntime', 'onnxscript', 'sklearn'})\n"
+        "print(','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+@pytest.mark.integration
+def test_quantizer_failure_is_a_quantization_error(float_onnx: Path, tmp_path: Path) -> None:
+    """Calibration samples the model cannot take make onnxruntime fail inside the quantizer;
+    that surfaces as QuantizationError (the pipeline then builds fp32), never a raw crash."""
+    wrong = np.zeros((4, 1, 5, 5), dtype=np.float32)
+    with pytest.raises(QuantizationError, match="static QDQ quantization failed"):
+        quantize_static_qdq(
+            float_onnx,
+            tmp_path / "int8.onnx",
+            input_name="x",
+            calibration=wrong,
+            config=StaticQdqConfig(),
+            workdir=tmp_path,
+        )
