@@ -5,6 +5,7 @@ Imports nothing heavy: torch, onnx and onnxruntime load inside the pipeline when
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -117,8 +118,9 @@ def _summary(result: CompileResult) -> None:
         )
     for skipped in result.skipped:
         table.add_row(skipped.tag, "[yellow]skipped[/]", "", "", "", "", "", escape(skipped.reason))
-    # Not a terminal (a log, a pipe): don't wrap the table at 80 columns.
-    out = _out if _out.is_terminal else Console(highlight=False, width=200)
+    # Not a terminal (a log, a pipe): don't wrap the table at 80 columns unless COLUMNS says so.
+    width = None if "COLUMNS" in os.environ else 200
+    out = _out if _out.is_terminal else Console(highlight=False, width=width)
     out.print(table)
     accuracy = "" if result.float_accuracy is None else f", accuracy {result.float_accuracy:.2%}"
     out.print(

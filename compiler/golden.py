@@ -28,11 +28,9 @@ import numpy as np
 
 from compiler.data import FloatArray
 from compiler.runner import HostModel
-from edgefleet.bundle import GOLDEN_FILE, GoldenSamples
+from edgefleet.bundle import GOLDEN_FILE, GOLDEN_INPUTS, GOLDEN_OUTPUTS, GoldenSamples
 from hardware_profiles.schema import Precision
 
-INPUTS_KEY = "inputs"
-OUTPUTS_KEY = "outputs"
 DEFAULT_COUNT = 8
 
 _RELATIVE_ATOL = {Precision.FP32: 1e-3, Precision.FP16: 1e-2, Precision.INT8: 5e-2}
@@ -61,6 +59,6 @@ def write_golden(
     atol = _RELATIVE_ATOL[precision] * magnitude
     if precision is Precision.INT8:
         atol = max(atol, float(np.max(np.abs(outputs - float_outputs))))
-    arrays: dict[str, Any] = {INPUTS_KEY: inputs, OUTPUTS_KEY: outputs}
+    arrays: dict[str, Any] = {GOLDEN_INPUTS: inputs, GOLDEN_OUTPUTS: outputs}
     np.savez(directory / GOLDEN_FILE, **arrays)
     return GoldenSamples(file=GOLDEN_FILE, count=len(inputs), atol=float(atol), rtol=0.0)

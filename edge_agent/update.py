@@ -38,6 +38,8 @@ from edge_agent.runtime.base import Array, Backend
 from edge_agent.serving import ModelSlot, ServedModel, check_servable
 from edge_agent.state import ActiveModel, Deployment, StateStore
 from edgefleet.bundle import (
+    GOLDEN_INPUTS,
+    GOLDEN_OUTPUTS,
     MANIFEST_FILE,
     VerifiedBundle,
     VerifyKey,
@@ -51,8 +53,6 @@ from hardware_profiles.schema import HardwareProfile
 
 log = logging.getLogger(__name__)
 
-GOLDEN_INPUTS = "inputs"
-GOLDEN_OUTPUTS = "outputs"
 _CHUNK = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 

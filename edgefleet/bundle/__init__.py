@@ -2,6 +2,8 @@
 
 from edgefleet.bundle.manifest import (
     GOLDEN_FILE,
+    GOLDEN_INPUTS,
+    GOLDEN_OUTPUTS,
     MANIFEST_FILE,
     SIGNATURE_FILE,
     Evidence,
@@ -33,6 +35,8 @@ from edgefleet.bundle.store import (
 
 __all__ = [
     "GOLDEN_FILE",
+    "GOLDEN_INPUTS",
+    "GOLDEN_OUTPUTS",
     "MANIFEST_FILE",
     "SIGNATURE_FILE",
     "BundleError",

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "signature.json"
 GOLDEN_FILE = "golden.npz"
+GOLDEN_INPUTS = "inputs"  # array in golden.npz: the sample inputs, batch axis first
+GOLDEN_OUTPUTS = "outputs"  # array in golden.npz: the artifact's outputs for them
 
 SEMVER_PATTERN = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

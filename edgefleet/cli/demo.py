@@ -135,7 +135,7 @@ def _run(work: Path, processes: Processes, keep: bool) -> None:
                 str(work / "bundles"),
             ],
         )
-        _console.print(output, end="")
+        sys.stdout.write(output)
     bundle = next((work / "bundles").glob("*.tar"))
 
     with _step("4/7 start the fleet server (SQLite, in-process MQTT broker)"):
@@ -292,7 +292,8 @@ def _cli(work: Path, name: str, args: list[str]) -> str:
 
 
 def _python(work: Path, name: str, args: list[str]) -> str:
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True)
+    env = {**os.environ, "COLUMNS": str(_console.width)}
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
     (work / "logs" / f"{name}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
