@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
@@ -52,15 +51,24 @@ def list_command(as_json: JsonOption = False) -> None:
     if as_json:
         typer.echo(json.dumps([_summary(p) for p in profiles], indent=2))
         return
-    table = Table(title="Hardware profiles", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("tag", no_wrap=True)
-    for column in ("name", "arch", "accelerator", "runtime", "format", "precisions"):
-        table.add_column(column)
+    table = Table(
+        title="Hardware profiles",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        header_style="bold",
+    )
+    console = Console()
+    columns = ["tag", "arch", "accelerator", "runtime", "format", "precisions"]
+    if console.width >= 110:  # the name only where it fits: the facts never wrap
+        columns.append("name")
+    for column in columns:
+        table.add_column(column, no_wrap=True)
     for profile in profiles:
         row = _summary(profile)
         row["precisions"] = ",".join(row["precisions"])
-        table.add_row(*(str(value) for value in row.values()))
-    Console().print(table)
+        table.add_row(*(str(row[column]) for column in columns))
+    console.print(table)
 
 
 @app.command("show")
