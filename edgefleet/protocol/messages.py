@@ -36,8 +36,41 @@ class Status(_Message):
     ts: float = Field(default_factory=now)
 
 
+class HealthPolicy(_Message):
+    """How a device judges a freshly activated model before committing it.
+
+    The agent watches the new model for ``window_s`` seconds (and at least ``min_requests``
+    requests when traffic allows) and rolls back by itself when a bound is crossed.
+    """
+
+    window_s: float = Field(default=30.0, ge=0)
+    min_requests: int = Field(default=0, ge=0)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_latency_ratio: float | None = Field(
+        default=3.0, gt=0, description="p95 latency of new over old model; None = no bound."
+    )
+    allow_nan: bool = False
+
+
+class Artifact(_Message):
+    """Where a device fetches one bundle and how it checks the download."""
+
+    model: str
+    version: str
+    artifact_url: str = Field(description="Path on the fleet server, e.g. /api/v1/artifacts/3")
+    sha256: str = Field(description="sha256 of the bundle tar")
+    size: int = Field(ge=0)
+
+
+class ShadowSpec(_Message):
+    """A candidate model to run beside the active one, on a sampled share of requests."""
+
+    artifact: Artifact
+    sample_rate: float = Field(default=1.0, gt=0, le=1)
+
+
 class DesiredState(_Message):
-    """Retained on ``desired``: the model a device should run."""
+    """Retained on ``desired``: the model a device should run (and, optionally, shadow)."""
 
     deployment_id: str
     model: str
@@ -45,25 +78,45 @@ class DesiredState(_Message):
     artifact_url: str = Field(description="Path on the fleet server, e.g. /api/v1/artifacts/3")
     sha256: str = Field(description="sha256 of the bundle tar")
     size: int = Field(ge=0)
+    rollback: bool = Field(
+        default=False, description="An explicit rollback: installing an older version is allowed."
+    )
+    health: HealthPolicy = Field(default_factory=HealthPolicy)
+    shadow: ShadowSpec | None = None
     ts: float = Field(default_factory=now)
 
 
 class DeploymentPhase(StrEnum):
+    """Phases a device reports for a deployment, in order. Terminal: committed, rolled_back,
+    failed. ``active`` (kept for the skeleton) means activated and serving, validation pending.
+    """
+
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
     STAGING = "staging"
+    ACTIVATING = "activating"
     ACTIVE = "active"
+    VALIDATING = "validating"
+    COMMITTED = "committed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
     FAILED = "failed"
 
 
 class Report(_Message):
-    """Deployment progress, from device to server."""
+    """Deployment progress, from device to server.
+
+    ``active_model``/``active_version`` say what the device serves after this transition:
+    the server shows that, and only that, as the device's running version.
+    """
 
     deployment_id: str
     model: str
     version: str
     phase: DeploymentPhase
     detail: str = ""
+    active_model: str | None = None
+    active_version: str | None = None
     ts: float = Field(default_factory=now)
 
 
@@ -74,16 +127,56 @@ class LatencySummary(_Message):
     max_ms: float | None = None
 
 
+class Histogram(_Message):
+    """Counts per bucket: ``counts[i]`` counts values <= ``bounds[i]``; the last count is the
+    overflow above the last bound (so ``len(counts) == len(bounds) + 1``)."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+class FeatureSketch(_Message):
+    """A mergeable summary of one feature (input) or output over a telemetry window."""
+
+    index: int = Field(ge=0, description="Flat position in the example (or output vector).")
+    count: int = Field(ge=0)
+    mean: float
+    m2: float = Field(ge=0, description="Sum of squared deviations (Welford), for the variance.")
+    min: float
+    max: float
+    histogram: Histogram | None = None
+
+
+class ShadowStats(_Message):
+    """How a shadow candidate compared with the active model over a window."""
+
+    model: str
+    version: str
+    compared: int = Field(ge=0)
+    top1_agreement: float | None = None
+    mean_abs_diff: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    errors: int = 0
+
+
 class Telemetry(_Message):
     window_s: float
     requests: int
     errors: int
     latency: LatencySummary
     outbox_depth: int
+    outbox_dropped: int = 0
     active_model: str | None = None
     active_version: str | None = None
+    cpu_percent: float | None = None
     memory_rss_bytes: int | None = None
     disk_free_bytes: int | None = None
+    latency_histogram: Histogram | None = None
+    nan_outputs: int = 0
+    shadow: ShadowStats | None = None
+    input_sketches: tuple[FeatureSketch, ...] = ()
+    output_sketches: tuple[FeatureSketch, ...] = ()
     ts: float = Field(default_factory=now)
 
 
