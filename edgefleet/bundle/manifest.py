@@ -61,6 +61,20 @@ class Lineage(_Frozen):
     seed: int | None = None
 
 
+class Candidate(_Frozen):
+    """One variant the compiler tried for a profile, and what it measured."""
+
+    name: str = Field(description="e.g. int8-static-qdq, int8-static-qdq-excl-3, fp16, fp32")
+    precision: Literal["fp32", "fp16", "int8"]
+    size_bytes: int = Field(ge=0)
+    host_latency_ms: float | None = None
+    metric: str = Field(description="top1_agreement, max_abs_error, cosine or a user metric")
+    metric_value: float | None = None
+    excluded_nodes: tuple[str, ...] = ()
+    accepted: bool
+    reason: str = Field(description="Why it was accepted, rejected or chosen.")
+
+
 class Evidence(_Frozen):
     size_bytes: int = Field(ge=0)
     float_size_bytes: int | None = Field(default=None, ge=0)
@@ -71,6 +85,13 @@ class Evidence(_Frozen):
     )
     host_latency_ms: float | None = Field(default=None, description="Batch 1, median, on host.")
     fallback_ops: tuple[str, ...] = ()
+    candidates: tuple[Candidate, ...] = Field(
+        default=(), description="Every variant tried, in the order tried."
+    )
+    excluded_nodes: tuple[str, ...] = Field(
+        default=(), description="Nodes kept in float because quantizing them broke the bound."
+    )
+    selection: str = Field(default="", description="Why the shipped variant won.")
 
 
 class GoldenSamples(_Frozen):
