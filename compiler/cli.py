@@ -53,13 +53,17 @@ def compile_command(
         typer.Option("--profile", "-p", help="Hardware profile tag; repeat for several."),
     ],
     calibration: Annotated[
-        Path,
+        Path | None,
         typer.Option(help="Calibration data: .npy (N x input shape) or .npz (key 'x')."),
-    ],
-    out: Annotated[Path, typer.Option(help="Directory for the bundles and their .tar files.")],
-    key: Annotated[Path, typer.Option(help="ed25519 private key that signs the bundles.")],
-    name: Annotated[str, typer.Option(help="Model name, e.g. digits.")],
-    version: Annotated[str, typer.Option(help="Semantic version, e.g. 1.0.0.")],
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for the bundles and their .tar files.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="ed25519 private key that signs the bundles.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name, e.g. digits.")] = None,
+    version: Annotated[str | None, typer.Option(help="Semantic version, e.g. 1.0.0.")] = None,
     eval_data: Annotated[
         Path | None,
         typer.Option(
@@ -69,25 +73,109 @@ def compile_command(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for torch and calibration sampling.")] = 0,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print each profile's plan and exit; runs nothing.")
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write a report of every candidate tried: .md (markdown) or .html."),
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="accuracy, top1_agreement, cosine, max_abs_error, or 'module:function' "
+            "(reference, outputs, labels) -> float, higher is better. Default: accuracy with "
+            "labels, top1_agreement for a classifier, cosine otherwise."
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Allowed drop of the metric below the float model (for max_abs_error: the "
+            "largest allowed error). Default 0.01."
+        ),
+    ] = None,
+    min_metric: Annotated[
+        float | None,
+        typer.Option(help="Absolute floor of the metric (a ceiling for max_abs_error)."),
+    ] = None,
+    quantization: Annotated[
+        str,
+        typer.Option(help="auto, static, dynamic or none (no int8 candidates)."),
+    ] = "auto",
+    calibrate_method: Annotated[
+        str, typer.Option(help="Static QDQ calibration: minmax, entropy or percentile.")
+    ] = "minmax",
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Pass result cache (default $EDGEFLEET_CACHE_DIR or ~/.cache/edgefleet/compiler)."
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not use the pass cache.")
+    ] = False,
 ) -> None:
     """Compile a model into signed per-profile bundles, with evidence and golden samples."""
+    from compiler.errors import CompileError
     from compiler.pipeline import CompileRequest, compile_model
 
+    if quantization not in ("auto", "static", "dynamic", "none"):
+        raise CompileError(f"--quantization {quantization!r}: use auto, static, dynamic or none")
+    if calibrate_method not in ("minmax", "entropy", "percentile"):
+        raise CompileError(
+            f"--calibrate-method {calibrate_method!r}: use minmax, entropy or percentile"
+        )
     request = CompileRequest(
         model=model,
         profiles=tuple(profile),
-        calibration=calibration,
-        out=out,
-        key=key,
-        name=name,
-        version=version,
+        calibration=calibration or Path(),
+        out=out or Path(),
+        key=key or Path(),
+        name=name or "",
+        version=version or "",
         eval_data=eval_data,
         seed=seed,
+        metric=metric,
+        max_drop=max_drop,
+        min_metric=min_metric,
+        quantization=quantization,  # type: ignore[arg-type]
+        calibrate_method=calibrate_method,  # type: ignore[arg-type]
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
     )
+    if explain:
+        from compiler.explain import explain as explain_plan
+
+        _plain().print(escape(explain_plan(request)), soft_wrap=True)
+        return
+    missing = [
+        flag
+        for flag, value in (
+            ("--calibration", calibration),
+            ("--out", out),
+            ("--key", key),
+            ("--name", name),
+            ("--version", version),
+        )
+        if value is None
+    ]
+    if missing:
+        raise CompileError(f"missing {', '.join(missing)} (needed unless --explain)")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=_err, transient=True, disable=not _err.is_terminal) as progress:
         result = compile_model(request, _RichReporter(progress))
     _summary(result)
+    if report is not None:
+        from compiler.report import write_report
+
+        _plain().print(f"report: {escape(str(write_report(result, report)))}")
+
+
+def _plain() -> Console:
+    # Not a terminal (a log, a pipe): don't wrap at 80 columns unless COLUMNS says so.
+    width = None if "COLUMNS" in os.environ else 200
+    return _out if _out.is_terminal else Console(highlight=False, width=width)
 
 
 def _summary(result: CompileResult) -> None:
@@ -118,9 +206,7 @@ def _summary(result: CompileResult) -> None:
         )
     for skipped in result.skipped:
         table.add_row(skipped.tag, "[yellow]skipped[/]", "", "", "", "", "", escape(skipped.reason))
-    # Not a terminal (a log, a pipe): don't wrap the table at 80 columns unless COLUMNS says so.
-    width = None if "COLUMNS" in os.environ else 200
-    out = _out if _out.is_terminal else Console(highlight=False, width=width)
+    out = _plain()
     out.print(table)
     accuracy = "" if result.float_accuracy is None else f", accuracy {result.float_accuracy:.2%}"
     out.print(
@@ -130,6 +216,14 @@ def _summary(result: CompileResult) -> None:
     for built in result.bundles:
         for note in built.notes:
             out.print(f"{built.profile}: {escape(note)}")
+        evidence = built.bundle.manifest.evidence
+        if evidence.excluded_nodes:
+            out.print(
+                f"{built.profile}: kept in float: {escape(', '.join(evidence.excluded_nodes))}"
+            )
+        if evidence.fallback_ops:
+            falling = escape(", ".join(evidence.fallback_ops))
+            out.print(f"{built.profile}: ops falling back to the CPU: {falling}")
 
 
 def _size(value: int) -> str:

@@ -1,8 +1,9 @@
-"""Orchestrate a compile: check every input first, bring the model into ONNX once, then build,
-measure, sign and pack one bundle per profile.
+"""Orchestrate a compile: check every input and every profile's plan first, bring the model
+into ONNX once (export or import, then clean-up), then for each profile run the
+accuracy-guarded search over its recipe's candidates and sign and pack the winner.
 
-Everything a user can get wrong (identity, profiles, key, model, data shapes) is checked before
-any profile is built, so a mistake costs seconds, not a half-written output directory.
+Everything a user can get wrong (identity, profiles, key, model, data shapes, metric, ops the
+target cannot run without a forbidden CPU fallback) is checked before any profile is built.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import edgefleet
-from compiler import export, golden
+from compiler import golden
 from compiler.data import Dataset, FloatArray, check_shape, load_dataset
-from compiler.deps import require
 from compiler.errors import CompileError
-from compiler.evidence import Reference, interface_of, measure
+from compiler.evidence import interface_of
+from compiler.graph import GraphKind, fallback_ops, graph_kind, op_types
+from compiler.metrics import Bound, resolve_metric
 from compiler.package import (
     MODEL_FILE,
     BundleContent,
@@ -28,19 +30,20 @@ from compiler.package import (
     prepare_directory,
     seal_and_pack,
 )
-from compiler.passes import record
-from compiler.quantize import (
-    QUANTIZE_PASS,
-    QuantizationError,
-    StaticQdqConfig,
-    quantize_static_qdq,
-)
-from compiler.recipes import Recipe, Skip, recipe_for
+from compiler.passes.base import Artifact, Format, Pass, PassContext
+from compiler.passes.cache import PassCache, default_cache_dir
+from compiler.passes.cleanup_onnx import CleanupConfig, CleanupOnnx
+from compiler.passes.export_onnx import ExportConfig, ExportOnnx
+from compiler.passes.import_onnx import ImportConfig, ImportOnnx
+from compiler.passes.pipeline import Pipeline
+from compiler.passes.quantize_static import CalibrationMethodName
+from compiler.recipes import QuantizationMode, Recipe, recipe_for
 from compiler.runner import HostModel
-from compiler.sources import OnnxSource, TorchSource, load_torch, resolve_source
-from edgefleet.bundle import Lineage, ModelInterface, PassRecord, SigningKey, load_signing_key
+from compiler.search import FloatReference, Measured, SearchOutcome, SearchSettings, search
+from compiler.sources import OnnxSource, TorchModel, TorchSource, load_torch, resolve_source
+from edgefleet.bundle import Evidence, Lineage, SigningKey, load_signing_key
 from edgefleet.bundle.manifest import NAME_PATTERN, SEMVER_PATTERN
-from hardware_profiles import HardwareProfile, Precision, load_profile
+from hardware_profiles import HardwareProfile, load_profile
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,20 @@ class CompileRequest:
     eval_data: Path | None = None
     seed: int = 0
     golden_count: int = golden.DEFAULT_COUNT
+    metric: str | None = None
+    max_drop: float | None = None
+    min_metric: float | None = None
+    quantization: QuantizationMode = "auto"
+    calibrate_method: CalibrationMethodName = "minmax"
+    cache_dir: Path | None = None
+    use_cache: bool = True
+    speed_batch: int = 32
+
+
+@dataclass(frozen=True)
+class Skip:
+    tag: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,9 @@ class BuiltBundle:
     profile: str
     bundle: PackedBundle
     notes: tuple[str, ...] = ()
+    batch_ms: float | None = None
+    float_batch_ms: float | None = None
+    speed_batch: int = 32
 
     @property
     def precision(self) -> str:
@@ -77,6 +97,10 @@ class CompileResult:
     float_size_bytes: int
     float_latency_ms: float
     float_accuracy: float | None
+    metric: str = ""
+    float_metric: float | None = None
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 class Reporter(Protocol):
@@ -95,22 +119,43 @@ class LogReporter:
         log.warning("%s", message)
 
 
-@dataclass
-class _Prepared:
-    """The float model in ONNX and everything measured against it."""
+def prefix_pipeline(source: OnnxSource | TorchSource) -> Pipeline:
+    """From the user's model to the clean float ONNX model every ONNX candidate starts from."""
+    first: Pass[Any]
+    if isinstance(source, TorchSource):
+        first, start = ExportOnnx(ExportConfig()), Format.TORCH
+    else:
+        first, start = ImportOnnx(ImportConfig()), Format.ONNX
+    return Pipeline([first, CleanupOnnx(CleanupConfig())], source=start)
 
-    path: Path
-    source_sha256: str
-    passes: list[PassRecord]
-    interface: ModelInterface
-    calibration: Dataset
-    evaluation: Dataset
-    reference: Reference
-    golden_inputs: FloatArray
-    golden_float: FloatArray
-    quantized: dict[str, tuple[Path, StaticQdqConfig] | QuantizationError] = field(
-        default_factory=dict
-    )
+
+def plan_recipes(
+    request: CompileRequest,
+    profiles: Sequence[HardwareProfile],
+    source: OnnxSource | TorchSource,
+    graph: GraphKind = GraphKind.UNKNOWN,
+) -> tuple[list[Recipe], list[Skip]]:
+    """Each profile's recipe with the candidates that can run here; a profile none of whose
+    candidates can run is skipped, with the first reason (naming the pass)."""
+    start = Format.TORCH if isinstance(source, TorchSource) else Format.ONNX
+    recipes: list[Recipe] = []
+    skipped: list[Skip] = []
+    for profile in profiles:
+        recipe = recipe_for(
+            profile,
+            source=start,
+            graph=graph,
+            quantization=request.quantization,
+            calibrate_method=request.calibrate_method,
+            seed=request.seed,
+        )
+        runnable = tuple(c for c in recipe.candidates if not c.pipeline.problems(profile))
+        if not runnable:
+            reason = recipe.candidates[0].pipeline.problems(profile)[0]
+            skipped.append(Skip(profile.tag, reason))
+            continue
+        recipes.append(Recipe(profile, runnable, recipe.notes))
+    return recipes, skipped
 
 
 def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> CompileResult:
@@ -122,65 +167,128 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
     source = resolve_source(request.model)
     calibration = load_dataset(request.calibration, "calibration")
     evaluation = load_dataset(request.eval_data, "eval") if request.eval_data else None
-    require("onnx", "onnxruntime", *(["torch"] if isinstance(source, TorchSource) else []))
-    recipes: list[Recipe] = []
-    skipped: list[Skip] = []
-    for profile in profiles:
-        recipe = recipe_for(profile, seed=request.seed)
-        if isinstance(recipe, Skip):
-            report.note(f"skipped {recipe.tag}: {recipe.reason}")
-            skipped.append(recipe)
-        else:
-            recipes.append(recipe)
+    if request.metric is not None and request.metric != "accuracy":
+        resolve_metric(request.metric, classifier=True, has_labels=True)  # fail early on typos
+    prefix = prefix_pipeline(source)
+    prefix.check(None)
+    recipes, skipped = plan_recipes(request, profiles, source)
+    for skip in skipped:
+        report.note(f"skipped {skip.tag}: {skip.reason}")
     if not recipes:
         _nothing_built(skipped)
+    cache = PassCache((request.cache_dir or default_cache_dir()) if request.use_cache else None)
     built: list[BuiltBundle] = []
     with tempfile.TemporaryDirectory(prefix="edgefleet-compile-") as tmp:
-        work = Path(tmp)
-        prepared = _prepare(request, source, calibration, evaluation, work, report)
+        sources, source_sha, torch_model = _source_artifacts(source, request, report)
+        context = PassContext(
+            workdir=Path(tmp), calibration=calibration, torch_model=torch_model, seed=request.seed
+        )
+        report.step(
+            "exporting to ONNX and cleaning up the graph"
+            if isinstance(source, TorchSource)
+            else f"checking ONNX model {source.path}"
+        )
+        float_artifact = prefix.run(sources[prefix.source], context, cache)
+        sources[Format.ONNX] = float_artifact
+        ops = op_types(float_artifact.file)
+        if request.quantization == "auto":
+            recipes, late = plan_recipes(
+                request, [r.profile for r in recipes], source, graph_kind(ops)
+            )
+            skipped.extend(late)
+        _check_fallback(recipes, ops)
+        interface = interface_of(float_artifact.file)
+        data = _check_data(request, interface, calibration, evaluation)
+        report.step("running the float reference on the host")
+        host = HostModel(float_artifact.file)
+        reference = FloatReference(float_artifact, host, data.x, data.y, host.run(data.x))
+        metric = resolve_metric(
+            request.metric,
+            classifier=_is_classifier(reference.outputs),
+            has_labels=data.y is not None,
+        )
+        bound = Bound(
+            max_drop=request.max_drop
+            if request.max_drop is not None or request.min_metric is not None
+            else Bound().max_drop,
+            min_metric=request.min_metric,
+        )
+        settings = SearchSettings(metric=metric, bound=bound, speed_batch=request.speed_batch)
+        float_latency = host.latency_ms(data.x)
+        golden_inputs = golden.select_inputs(data.x, request.golden_count)
+        golden_float = host.run_each(golden_inputs)
         request.out.mkdir(parents=True, exist_ok=True)
+        float_metric: float | None = None
         for recipe in recipes:
-            outcome = _build(request, recipe, prepared, key, work, report)
-            if isinstance(outcome, Skip):
-                report.note(f"skipped {outcome.tag}: {outcome.reason}")
-                skipped.append(outcome)
-            else:
-                built.append(outcome)
+            tag = recipe.profile.tag
+            for line in recipe.notes:
+                report.note(f"{tag}: {line}")
+            outcome = search(recipe, sources, reference, settings, context, cache, report.step)
+            float_metric = outcome.float_metric
+            if outcome.winner is None:
+                tried = "; ".join(f"{c.name}: {c.reason}" for c in outcome.candidates)
+                skip = Skip(tag, f"no candidate within the bound ({tried})")
+                report.note(f"skipped {tag}: {skip.reason}")
+                skipped.append(skip)
+                continue
+            report.step(f"{tag}: golden samples, signing, packing {outcome.winner.plan.name}")
+            built.append(
+                _package(
+                    request,
+                    recipe,
+                    outcome,
+                    reference,
+                    ops,
+                    data,
+                    source_sha,
+                    golden_inputs,
+                    golden_float,
+                    key,
+                    settings,
+                )
+            )
     if not built:
         _nothing_built(skipped)
     return CompileResult(
         bundles=tuple(built),
         skipped=tuple(skipped),
-        float_size_bytes=prepared.reference.size_bytes,
-        float_latency_ms=prepared.reference.latency_ms,
-        float_accuracy=prepared.reference.accuracy,
+        float_size_bytes=reference.size(),
+        float_latency_ms=float_latency,
+        float_accuracy=_accuracy(reference.outputs, data.y),
+        metric=metric.name,
+        float_metric=float_metric,
+        cache_hits=cache.hits,
+        cache_misses=cache.misses,
     )
 
 
-def _prepare(
-    request: CompileRequest,
-    source: OnnxSource | TorchSource,
-    calibration: Dataset,
-    evaluation: Dataset | None,
-    work: Path,
-    report: Reporter,
-) -> _Prepared:
-    float_path = work / "float.onnx"
+def _source_artifacts(
+    source: OnnxSource | TorchSource, request: CompileRequest, report: Reporter
+) -> tuple[dict[Format, Artifact], str, TorchModel | None]:
+    """The user's model as the first artifact, its sha256, and the PyTorch module if any.
+    A PyTorch model's digest covers its weights and its class (the code is not hashed)."""
     if isinstance(source, OnnxSource):
-        report.step(f"checking ONNX model {source.path}")
-        import_config = export.ImportConfig()
-        export.import_onnx(source.path, float_path, import_config)
-        source_sha256 = source.sha256()
-        passes = [record(export.IMPORT_PASS, import_config)]
-    else:
-        report.step(f"building PyTorch model {source.spec}")
-        model = load_torch(source, seed=request.seed)
-        source_sha256 = model.sha256()
-        report.step("exporting to ONNX (dynamic batch)")
-        export_config = export.ExportConfig()
-        export.export_torch(model, float_path, export_config)
-        passes = [record(export.EXPORT_PASS, export_config)]
-    interface = interface_of(float_path)
+        digest = source.sha256()
+        return {Format.ONNX: Artifact(Format.ONNX, digest, path=source.path)}, digest, None
+    report.step(f"building PyTorch model {source.spec}")
+    model = load_torch(source, seed=request.seed)
+    digest = model.sha256()
+    module_class = type(model.module)
+    identity = f"{digest}:{module_class.__module__}.{module_class.__qualname__}"
+    return {Format.TORCH: Artifact(Format.TORCH, identity)}, digest, model
+
+
+@dataclass(frozen=True)
+class _Data:
+    x: FloatArray
+    y: Any
+    calibration: Dataset
+    evaluation: Dataset | None
+
+
+def _check_data(
+    request: CompileRequest, interface: Any, calibration: Dataset, evaluation: Dataset | None
+) -> _Data:
     if len(interface.inputs) != 1 or len(interface.outputs) != 1:
         raise CompileError(
             f"MODEL {request.model!r}: has {len(interface.inputs)} inputs and "
@@ -193,117 +301,110 @@ def _prepare(
             "the compiler needs a dynamic batch axis or a batch of 1"
         )
     check_shape(calibration, spec.name, spec.shape)
-    data = evaluation or calibration
     if evaluation is not None:
         check_shape(evaluation, spec.name, spec.shape)
-    report.step("running the float reference on the host")
-    host = HostModel(float_path)
-    reference = Reference(
-        x=data.x,
-        y=data.y,
-        outputs=host.run(data.x),
-        size_bytes=float_path.stat().st_size,
-        latency_ms=host.latency_ms(data.x),
-    )
-    golden_inputs = golden.select_inputs(data.x, request.golden_count)
-    return _Prepared(
-        path=float_path,
-        source_sha256=source_sha256,
-        passes=passes,
-        interface=interface,
-        calibration=calibration,
-        evaluation=data,
-        reference=reference,
-        golden_inputs=golden_inputs,
-        golden_float=host.run_each(golden_inputs),
-    )
+    data = evaluation or calibration
+    return _Data(x=data.x, y=data.y, calibration=calibration, evaluation=evaluation)
 
 
-def _build(
+def _check_fallback(recipes: Sequence[Recipe], ops: Any) -> None:
+    for recipe in recipes:
+        profile = recipe.profile
+        falling = fallback_ops(ops, profile)
+        if falling and not profile.execution.allow_cpu_fallback:
+            accelerator = profile.hardware.accelerator_name or profile.accelerator.value
+            raise CompileError(
+                f"{profile.tag}: op {', '.join(falling)} cannot run on the {accelerator} and "
+                "the profile forbids CPU fallback"
+            )
+
+
+def _package(
     request: CompileRequest,
     recipe: Recipe,
-    prepared: _Prepared,
+    outcome: SearchOutcome,
+    reference: FloatReference,
+    ops: Any,
+    data: _Data,
+    source_sha: str,
+    golden_inputs: FloatArray,
+    golden_float: FloatArray,
     key: SigningKey,
-    work: Path,
-    report: Reporter,
-) -> BuiltBundle | Skip:
-    tag = recipe.profile.tag
-    notes = list(recipe.notes)
-    for line in notes:
-        report.note(f"{tag}: {line}")
-    precision = recipe.precision
-    passes = list(prepared.passes)
-    model_path = prepared.path
-    if recipe.quantize is not None:
-        report.step(f"{tag}: quantizing to int8 (static QDQ, calibrated)")
-        try:
-            model_path, effective = _quantized(recipe.quantize, prepared, work)
-        except QuantizationError as exc:
-            precision = Precision.FP32
-            notes.append(f"{exc}; built fp32 instead")
-            report.note(f"{tag}: {exc}; building fp32 instead")
-        else:
-            passes.append(record(QUANTIZE_PASS, effective))
-    budget = recipe.profile.budgets.max_model_bytes
-    size = model_path.stat().st_size
-    if budget is not None and size > budget:
-        return Skip(tag, f"the {precision.value} model is {size} bytes, over the budget {budget}")
-    report.step(f"{tag}: measuring {precision.value} against the float model")
-    artifact = HostModel(model_path)
-    evidence = measure(artifact, prepared.reference)
-    report.step(f"{tag}: golden samples, signing, packing")
-    directory = prepare_directory(request.out, bundle_stem(request.name, request.version, tag))
-    (directory / MODEL_FILE[recipe.profile.format]).write_bytes(model_path.read_bytes())
-    samples = golden.write_golden(
-        directory, artifact, prepared.golden_inputs, prepared.golden_float, precision
+    settings: SearchSettings,
+) -> BuiltBundle:
+    winner: Measured | None = outcome.winner
+    assert winner is not None
+    profile = recipe.profile
+    tag = profile.tag
+    precision = winner.plan.precision
+    artifact = winner.artifact
+    host = winner.host or HostModel(artifact.file)
+    outputs = winner.outputs if winner.outputs is not None else host.run(reference.x)
+    import numpy as np
+
+    agreement = None
+    if _is_classifier(outputs):
+        agreement = float(np.mean(outputs.argmax(axis=1) == reference.outputs.argmax(axis=1)))
+    accuracy, float_accuracy = _accuracy(outputs, data.y), _accuracy(reference.outputs, data.y)
+    evidence = Evidence(
+        size_bytes=winner.size,
+        float_size_bytes=reference.size(),
+        max_abs_error=float(np.max(np.abs(outputs - reference.outputs))),
+        top1_agreement=agreement,
+        accuracy_delta=None
+        if accuracy is None or float_accuracy is None
+        else accuracy - float_accuracy,
+        host_latency_ms=winner.latency_ms,
+        fallback_ops=fallback_ops(op_types(artifact.file), profile),
+        candidates=tuple(outcome.candidates),
+        excluded_nodes=outcome.excluded_nodes,
+        selection=outcome.selection,
     )
+    directory = prepare_directory(request.out, bundle_stem(request.name, request.version, tag))
+    (directory / MODEL_FILE[profile.format]).write_bytes(artifact.file.read_bytes())
+    samples = golden.write_golden(directory, host, golden_inputs, golden_float, precision)
     content = BundleContent(
         name=request.name,
         version=request.version,
         profile=tag,
-        format=recipe.profile.format,
+        format=profile.format,
         precision=precision,
-        interface=interface_of(model_path),
+        interface=interface_of(artifact.file),
         lineage=Lineage(
-            source_model_sha256=prepared.source_sha256,
-            calibration_data_sha256=prepared.calibration.sha256,
-            eval_data_sha256=prepared.evaluation.sha256 if request.eval_data else None,
+            source_model_sha256=source_sha,
+            calibration_data_sha256=data.calibration.sha256,
+            eval_data_sha256=data.evaluation.sha256 if data.evaluation is not None else None,
             compiler_version=edgefleet.__version__,
-            passes=tuple(passes),
+            passes=artifact.lineage(),
             seed=request.seed,
         ),
         evidence=evidence,
         golden=samples,
     )
     bundle = seal_and_pack(directory, content, key)
-    return BuiltBundle(profile=tag, bundle=bundle, notes=tuple(notes))
+    notes = list(recipe.notes)
+    rejected = [c for c in outcome.candidates if not c.accepted and c.precision != precision.value]
+    notes.extend(f"{c.name} rejected: {c.reason}" for c in rejected)
+    return BuiltBundle(
+        profile=tag,
+        bundle=bundle,
+        notes=tuple(notes),
+        batch_ms=winner.batch_ms,
+        float_batch_ms=winner.float_batch_ms,
+        speed_batch=settings.speed_batch,
+    )
 
 
-def _quantized(
-    config: StaticQdqConfig, prepared: _Prepared, work: Path
-) -> tuple[Path, StaticQdqConfig]:
-    """The int8 model for ``config``; profiles with the same config share one quantization."""
-    digest = config.digest()
-    cached = prepared.quantized.get(digest)
-    if cached is None:
-        stage = work / f"int8-{digest[:12]}"
-        stage.mkdir()
-        try:
-            effective = quantize_static_qdq(
-                prepared.path,
-                stage / "int8.onnx",
-                input_name=prepared.interface.inputs[0].name,
-                calibration=prepared.calibration.x,
-                config=config,
-                workdir=stage,
-            )
-            cached = (stage / "int8.onnx", effective)
-        except QuantizationError as exc:
-            cached = exc
-        prepared.quantized[digest] = cached
-    if isinstance(cached, QuantizationError):
-        raise cached
-    return cached
+def _is_classifier(outputs: FloatArray) -> bool:
+    return outputs.ndim == 2 and outputs.shape[1] >= 2
+
+
+def _accuracy(outputs: FloatArray, labels: Any) -> float | None:
+    import numpy as np
+
+    if labels is None or not _is_classifier(outputs):
+        return None
+    return float(np.mean(outputs.argmax(axis=1) == labels))
 
 
 def _nothing_built(skipped: Sequence[Skip]) -> NoReturn:

@@ -1,69 +1,163 @@
 """What to build for a hardware profile: ``recipe_for(profile)``, a plain function.
 
-Rules of this first compiler (the full one adds fp16, TFLite and an accuracy-guarded search):
+A recipe is the profile's candidates in the order the accuracy-guarded search tries them
+(cheapest first), each a pipeline of passes from the float model:
 
-- TFLite profiles are skipped, with the reason;
-- for ONNX profiles, the profile's precisions are tried in its order of preference and the first
-  one this compiler can build is chosen: int8 when the profile's quantization scheme is
-  ``static_qdq`` (per the profile's per-channel, activation and weight types), or fp32;
-- fp16 cannot be built yet: a profile that prefers it gets its next precision, and fp32 when
-  none is buildable (fp32 is the fallback), with a note saying so.
+- CPU profiles (``static_qdq``): int8 static QDQ, per-channel, calibrated (min-max, entropy or
+  percentile), nodes kept in float by the search when needed; fp32 as the fallback.
+  Transformer / recurrent graphs (or ``quantization="dynamic"``) try dynamic int8 first.
+- GPU profiles: fp16 (``keep_io_types``, TensorRT / CUDA provider options recorded), then
+  int8 QDQ if the profile lists it, fp32 as the fallback.
+- NPU profiles with the QNN provider: QDQ built by ``get_qnn_qdq_config`` (uint8 activations),
+  then fp16 if listed.
+- TFLite profiles: ``torch_to_tflite`` (litert-torch) then ``quantize_tflite``
+  (ai-edge-quantizer) for a PyTorch model, ``onnx_to_tflite`` (onnx2tf) for an ONNX one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from compiler.quantize import StaticQdqConfig
-from hardware_profiles.schema import ArtifactFormat, HardwareProfile, Precision, QuantScheme
+from compiler.graph import GraphKind
+from compiler.passes.base import Format, Pass
+from compiler.passes.convert_fp16 import PROVIDER_OPTIONS, ConvertFp16, Fp16Config
+from compiler.passes.onnx_to_tflite import OnnxToTflite, OnnxToTfliteConfig
+from compiler.passes.pipeline import Pipeline
+from compiler.passes.quantize_dynamic import DynamicConfig, QuantizeDynamic
+from compiler.passes.quantize_static import CalibrationMethodName, QuantizeStatic, StaticQdqConfig
+from compiler.passes.quantize_tflite import QuantizeTflite, QuantizeTfliteConfig
+from compiler.passes.torch_to_tflite import TorchToTflite, TorchToTfliteConfig
+from hardware_profiles.schema import (
+    Accelerator,
+    ArtifactFormat,
+    HardwareProfile,
+    Precision,
+    QuantScheme,
+)
+
+QuantizationMode = Literal["auto", "static", "dynamic", "none"]
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    """One variant to try: its name, precision and pipeline from the float model."""
+
+    name: str
+    precision: Precision
+    pipeline: Pipeline
+    searchable: bool = False  # the search may keep sensitive nodes in float
+
+    def with_excluded(self, nodes: tuple[str, ...]) -> CandidatePlan:
+        """The same plan with ``nodes`` kept in float by its quantization pass."""
+        passes: list[Pass[Any]] = []
+        for step in self.pipeline.passes:
+            if isinstance(step, QuantizeStatic):
+                step = QuantizeStatic(step.config.model_copy(update={"nodes_to_exclude": nodes}))
+            elif isinstance(step, QuantizeDynamic):
+                step = QuantizeDynamic(step.config.model_copy(update={"nodes_to_exclude": nodes}))
+            passes.append(step)
+        name = f"{self.name}-excl-{len(nodes)}" if nodes else self.name
+        return CandidatePlan(
+            name, self.precision, Pipeline(passes, source=self.pipeline.source), self.searchable
+        )
 
 
 @dataclass(frozen=True)
 class Recipe:
     profile: HardwareProfile
-    precision: Precision
-    quantize: StaticQdqConfig | None
+    candidates: tuple[CandidatePlan, ...]
     notes: tuple[str, ...] = ()
 
+    @property
+    def precision(self) -> Precision:
+        """The precision of the first (preferred) candidate."""
+        return self.candidates[0].precision
 
-@dataclass(frozen=True)
-class Skip:
-    tag: str
-    reason: str
+    @property
+    def speed_rule(self) -> bool:
+        """Whether a quantized candidate must be faster than fp32 on the host (CPU targets)."""
+        return self.profile.accelerator is Accelerator.CPU
 
 
-def recipe_for(profile: HardwareProfile, *, seed: int = 0) -> Recipe | Skip:
+def recipe_for(
+    profile: HardwareProfile,
+    *,
+    source: Format = Format.ONNX,
+    graph: GraphKind = GraphKind.UNKNOWN,
+    quantization: QuantizationMode = "auto",
+    calibrate_method: CalibrationMethodName = "minmax",
+    seed: int = 0,
+) -> Recipe:
+    """The candidates for ``profile``; ``source`` is the user's model format (``torch`` or
+    ``onnx``), ``graph`` what the float graph is made of, once known."""
     if profile.format is ArtifactFormat.TFLITE:
-        return Skip(
-            profile.tag,
-            "it needs a TFLite model; TFLite output arrives with the full compiler",
-        )
-    skipped: list[Precision] = []
+        return _tflite(profile, source, seed)
+    candidates: list[CandidatePlan] = []
+    notes: list[str] = []
     for precision in profile.precisions:
-        if precision is Precision.INT8 and profile.quantization.scheme is QuantScheme.STATIC_QDQ:
-            quantize = _static_qdq(profile, seed)
-            return Recipe(profile, precision, quantize, _notes(skipped, precision))
-        if precision is Precision.FP32:
-            return Recipe(profile, precision, None, _notes(skipped, precision))
-        skipped.append(precision)
-    return Recipe(profile, Precision.FP32, None, _notes(skipped, Precision.FP32))
+        if precision is Precision.INT8 and quantization != "none":
+            candidates.extend(_int8(profile, graph, quantization, calibrate_method, seed, notes))
+        elif precision is Precision.FP16:
+            options = {
+                provider: PROVIDER_OPTIONS[provider]
+                for provider in profile.execution.providers
+                if provider in PROVIDER_OPTIONS
+            }
+            fp16 = ConvertFp16(Fp16Config(provider_options=options))
+            pipeline = Pipeline([fp16], source=Format.ONNX)
+            candidates.append(CandidatePlan("fp16", Precision.FP16, pipeline))
+    if Precision.FP32 in profile.precisions or not candidates:
+        candidates.append(CandidatePlan("fp32", Precision.FP32, Pipeline([], source=Format.ONNX)))
+    if Precision.FP32 not in profile.precisions:
+        notes.append(f"{profile.tag} lists no fp32: there is no float fallback")
+    return Recipe(profile, tuple(candidates), tuple(notes))
 
 
-def _notes(skipped: list[Precision], chosen: Precision) -> tuple[str, ...]:
-    if not skipped:
-        return ()
-    names = ", ".join(p.value for p in skipped)
-    fallback = " (fp32 is the fallback)" if chosen is Precision.FP32 else ""
-    return (
-        f"prefers {names}, which this compiler cannot build yet: built {chosen.value}{fallback}",
-    )
-
-
-def _static_qdq(profile: HardwareProfile, seed: int) -> StaticQdqConfig:
+def _int8(
+    profile: HardwareProfile,
+    graph: GraphKind,
+    quantization: QuantizationMode,
+    method: CalibrationMethodName,
+    seed: int,
+    notes: list[str],
+) -> list[CandidatePlan]:
     quant = profile.quantization
-    return StaticQdqConfig(
+    found: list[CandidatePlan] = []
+    cpu = profile.accelerator is Accelerator.CPU
+    dynamic = quantization == "dynamic" or (quantization == "auto" and graph is GraphKind.SEQUENCE)
+    if dynamic and cpu:
+        pipeline = Pipeline([QuantizeDynamic(DynamicConfig())], source=Format.ONNX)
+        found.append(CandidatePlan("int8-dynamic", Precision.INT8, pipeline, searchable=True))
+        if quantization == "dynamic":
+            return found
+    elif dynamic:
+        notes.append(f"dynamic int8 does not run on the {profile.accelerator.value}: static QDQ")
+    if quant.scheme is not QuantScheme.STATIC_QDQ:
+        return found
+    qnn = "QNNExecutionProvider" in profile.execution.providers
+    config = StaticQdqConfig(
         per_channel=quant.per_channel,
         activations=quant.activations,
         weights=quant.weights,
+        calibrate_method=method,
         seed=seed,
+        qnn=qnn,
     )
+    name = "int8-qnn-qdq" if qnn else "int8-static-qdq"
+    pipeline = Pipeline([QuantizeStatic(config)], source=Format.ONNX)
+    found.append(CandidatePlan(name, Precision.INT8, pipeline, searchable=True))
+    return found
+
+
+def _tflite(profile: HardwareProfile, source: Format, seed: int) -> Recipe:
+    quantize = QuantizeTflite(QuantizeTfliteConfig(seed=seed))
+    if source is Format.TORCH:
+        batch = profile.defaults.batch_size
+        convert: Pass[Any] = TorchToTflite(TorchToTfliteConfig(static_batch=batch))
+        start = Format.TORCH
+    else:
+        convert = OnnxToTflite(OnnxToTfliteConfig(static_batch=profile.defaults.batch_size))
+        start = Format.ONNX
+    pipeline = Pipeline([convert, quantize], source=start)
+    return Recipe(profile, (CandidatePlan("int8-full-tflite", Precision.INT8, pipeline),))

@@ -64,3 +64,24 @@ class HostModel:
     def _run(self, x: FloatArray) -> FloatArray:
         (out,) = self._session.run(None, {self.input_name: np.ascontiguousarray(x)})[:1]
         return np.asarray(out, dtype=np.float32)
+
+
+def paired_latency(
+    first: HostModel, second: HostModel, x: FloatArray, *, batch: int = 1, runs: int = 40
+) -> tuple[float, float]:
+    """Median milliseconds per run of ``first`` and ``second`` on the same batch, measured
+    interleaved (first, second, first, ...) so that machine noise hits both alike."""
+    sample = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])).astype(np.float32))
+    for _ in range(3):
+        first._run(sample)
+        second._run(sample)
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        first._run(sample)
+        middle = time.perf_counter()
+        second._run(sample)
+        a.append(middle - start)
+        b.append(time.perf_counter() - middle)
+    return statistics.median(a) * 1000.0, statistics.median(b) * 1000.0

@@ -92,6 +92,12 @@ class Execution(_Frozen):
         default=True,
         description="Whether ops the accelerator cannot run may fall back to the CPU.",
     )
+    accelerator_ops: tuple[str, ...] = Field(
+        default=(),
+        description="Op types the accelerator runs (ONNX op types for onnxruntime targets, "
+        "TFLite builtin op names for LiteRT ones); other ops fall back to the CPU. Empty: "
+        "not declared, every op the runtime has runs on the target (a CPU target).",
+    )
 
 
 class Quantization(_Frozen):

@@ -6,6 +6,7 @@ the in-process compile and the float ONNX export share it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from edgefleet.bundle import VerifyKey, generate_key_pair, load_verify_key
 
 DIGITS = "compiler.examples.digits:trained_cnn"
 INT8_PROFILES = ("x86-64/avx512-vnni", "raspberry-pi/4b")
-FALLBACK_PROFILE = "nvidia/jetson-orin-nano"
+FALLBACK_PROFILE = "nvidia/jetson-orin-nano"  # fp16 preferred, fp32 fallback
 TFLITE_PROFILE = "google/coral-edgetpu"
 
 
@@ -44,6 +45,17 @@ class Compiled:
 
     def bundle(self, tag: str, name: str = "digits", version: str = "1.0.0") -> Path:
         return self.out / f"{name}-{version}-{tag.replace('/', '_')}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pass_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every compile in these tests caches pass results in a fresh directory, never in ~."""
+    from compiler.passes.cache import CACHE_ENV
+
+    root = tmp_path_factory.mktemp("pass-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(root))
+        yield root
 
 
 @pytest.fixture(scope="session")
@@ -83,9 +95,12 @@ def digits_compiled(
 def float_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits CNN exported to a plain fp32 ONNX file."""
     from compiler.examples.digits import trained_cnn
-    from compiler.export import ExportConfig, export_torch
+    from compiler.passes import Artifact, Format, PassContext
+    from compiler.passes.export_onnx import ExportConfig, ExportOnnx
     from compiler.sources import TorchModel
 
     module, example = trained_cnn()
     path = tmp_path_factory.mktemp("digits-onnx") / "digits.onnx"
-    return export_torch(TorchModel(module, example), path, ExportConfig())
+    context = PassContext(workdir=path.parent, torch_model=TorchModel(module, example))
+    ExportOnnx(ExportConfig()).run(Artifact(Format.TORCH, "digits"), path, context)
+    return path

@@ -115,4 +115,5 @@ def test_only_tflite_profiles_means_no_bundle(
         key=keys.private,
     )
     assert "no bundle was produced" in message
-    assert "google/coral-edgetpu" in message and "TFLite" in message
+    assert "google/coral-edgetpu" in message and "pass 'onnx_to_tflite'" in message
+    assert "onnx2tf" in message

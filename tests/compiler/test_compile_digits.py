@@ -113,32 +113,60 @@ def test_interface_and_lineage(
     assert lineage.eval_data_sha256 == sha256_file(digits_data.evaluation)
     assert lineage.compiler_version == edgefleet.__version__
     assert lineage.seed == 0
-    assert [p.name for p in lineage.passes] == ["export_onnx", "quantize_static_qdq"]
+    assert [p.name for p in lineage.passes] == [
+        "export_onnx",
+        "cleanup_onnx",
+        "quantize_static_qdq",
+    ]
     for record in lineage.passes:
         canonical = json.dumps(record.config, sort_keys=True, separators=(",", ":")).encode()
         assert record.config_digest == hashlib.sha256(canonical).hexdigest()
-    quantize = lineage.passes[1].config
+    quantize = lineage.passes[2].config
     assert quantize["per_channel"] is True
     assert (quantize["activations"], quantize["weights"]) == ("uint8", "int8")
     same_source = _verified(digits_compiled, INT8_PROFILES[1], keys).manifest.lineage
     assert same_source.source_model_sha256 == lineage.source_model_sha256
 
 
-def test_gpu_profile_preferring_fp16_gets_fp32(digits_compiled: Compiled, keys: Keys) -> None:
+def test_gpu_profile_gets_fp16_with_provider_options(digits_compiled: Compiled, keys: Keys) -> None:
     manifest: Manifest = _verified(digits_compiled, FALLBACK_PROFILE, keys).manifest
-    assert manifest.precision == "fp32"
-    assert manifest.evidence.size_bytes == manifest.evidence.float_size_bytes
-    assert manifest.evidence.max_abs_error == 0.0
-    assert manifest.evidence.top1_agreement == 1.0
-    assert [p.name for p in manifest.lineage.passes] == ["export_onnx"]
-    assert "fp32 is the fallback" in " ".join(digits_compiled.stdout.split())
+    assert manifest.precision == "fp16"
+    evidence = manifest.evidence
+    assert evidence.float_size_bytes is not None
+    assert evidence.size_bytes / evidence.float_size_bytes < 0.6
+    assert evidence.top1_agreement is not None and evidence.top1_agreement >= 0.99
+    assert evidence.max_abs_error is not None and evidence.max_abs_error < 0.05
+    assert [p.name for p in manifest.lineage.passes] == [
+        "export_onnx",
+        "cleanup_onnx",
+        "convert_fp16",
+    ]
+    options = manifest.lineage.passes[2].config["provider_options"]
+    assert options["TensorrtExecutionProvider"]["trt_fp16_enable"] == "1"
+    (candidate,) = evidence.candidates
+    assert candidate.name == "fp16" and candidate.accepted
+    assert "fp16 won" in evidence.selection
 
 
-def test_tflite_profile_is_skipped_with_one_line(digits_compiled: Compiled) -> None:
+def test_every_candidate_is_recorded_with_why_the_winner_won(
+    digits_compiled: Compiled, keys: Keys
+) -> None:
+    evidence = _verified(digits_compiled, INT8_PROFILES[0], keys).manifest.evidence
+    (chosen,) = [c for c in evidence.candidates if c.accepted]
+    assert chosen.name == "int8-static-qdq" and chosen.metric == "accuracy"
+    assert chosen.metric_value is not None and chosen.metric_value >= 0.97
+    assert chosen.size_bytes == evidence.size_bytes
+    assert "within accuracy >=" in evidence.selection and "fp32 host time" in evidence.selection
+    assert evidence.excluded_nodes == () and evidence.fallback_ops == ()
+
+
+def test_tflite_profile_is_skipped_with_one_line_naming_what_to_install(
+    digits_compiled: Compiled,
+) -> None:
     assert not digits_compiled.bundle(TFLITE_PROFILE).exists()
     lines = [line for line in digits_compiled.stderr.splitlines() if TFLITE_PROFILE in line]
     assert len(lines) == 1
-    assert "skipped" in lines[0] and "TFLite output arrives with the full compiler" in lines[0]
+    assert "skipped" in lines[0] and "pip install litert-torch" in lines[0]
 
 
 def test_summary_table_has_a_row_per_bundle(digits_compiled: Compiled, keys: Keys) -> None:
@@ -186,8 +214,13 @@ def test_onnx_file_input(
         "int8",
     )
     assert manifest.lineage.source_model_sha256 == sha256_file(float_onnx)
-    assert [p.name for p in manifest.lineage.passes] == ["import_onnx", "quantize_static_qdq"]
-    assert manifest.evidence.float_size_bytes == float_onnx.stat().st_size
+    assert [p.name for p in manifest.lineage.passes] == [
+        "import_onnx",
+        "cleanup_onnx",
+        "quantize_static_qdq",
+    ]
+    assert manifest.evidence.float_size_bytes is not None
+    assert 0 < manifest.evidence.float_size_bytes <= float_onnx.stat().st_size
     assert manifest.evidence.top1_agreement is not None and manifest.evidence.top1_agreement >= 0.99
     assert built.bundle.tar == tmp_path / "digits-onnx-2.0.0-rc.1-x86-64_avx512-vnni.tar"
     assert (built.bundle.directory / GOLDEN_FILE).is_file()

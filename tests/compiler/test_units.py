@@ -16,46 +16,81 @@ import pytest
 from compiler.data import check_shape, load_dataset
 from compiler.errors import CompileError
 from compiler.golden import select_inputs
+from compiler.graph import GraphKind
 from compiler.package import bundle_stem, prepare_directory
-from compiler.quantize import QuantizationError, StaticQdqConfig, quantize_static_qdq
-from compiler.recipes import Recipe, Skip, recipe_for
+from compiler.passes import Format
+from compiler.passes.quantize_static import (
+    QuantizationError,
+    StaticQdqConfig,
+    quantize_static_qdq,
+)
+from compiler.recipes import recipe_for
 from compiler.sources import OnnxSource, TorchSource, resolve_source
 from edgefleet.errors import EdgefleetError
 from hardware_profiles import Precision, all_profiles, load_profile
 
 
+def _names(tag: str, **kwargs: Any) -> list[str]:
+    return [c.name for c in recipe_for(load_profile(tag), **kwargs).candidates]
+
+
 def test_recipes_for_every_known_profile() -> None:
     expected = {
-        "x86-64/avx512-vnni": Precision.INT8,
-        "raspberry-pi/4b": Precision.INT8,
-        "qualcomm/hexagon-npu": Precision.INT8,
-        "nvidia/jetson-orin-nano": Precision.FP32,
+        "x86-64/avx512-vnni": ["int8-static-qdq", "fp32"],
+        "raspberry-pi/4b": ["int8-static-qdq", "fp32"],
+        "nvidia/jetson-orin-nano": ["fp16", "int8-static-qdq", "fp32"],
+        "qualcomm/hexagon-npu": ["int8-qnn-qdq", "fp16"],
+        "google/coral-edgetpu": ["int8-full-tflite"],
+        "arm/cortex-m7": ["int8-full-tflite"],
     }
     for profile in all_profiles():
         recipe = recipe_for(profile)
-        if profile.format.value == "tflite":
-            assert isinstance(recipe, Skip)
-            assert "TFLite output arrives with the full compiler" in recipe.reason
-            continue
-        assert isinstance(recipe, Recipe)
-        if profile.tag in expected:
-            assert recipe.precision is expected[profile.tag], profile.tag
-        assert (recipe.quantize is not None) == (recipe.precision is Precision.INT8)
+        assert [c.name for c in recipe.candidates] == expected[profile.tag], profile.tag
+        for candidate in recipe.candidates:
+            if candidate.pipeline.source is Format.ONNX and profile.format.value == "onnx":
+                assert candidate.pipeline.problems(profile) == [], profile.tag
+
+
+def test_sequence_graphs_and_explicit_dynamic_try_dynamic_int8_first() -> None:
+    tag = "x86-64/avx512-vnni"
+    assert _names(tag, graph=GraphKind.SEQUENCE)[0] == "int8-dynamic"
+    assert _names(tag, quantization="dynamic") == ["int8-dynamic", "fp32"]
+    assert _names(tag, quantization="none") == ["fp32"]
+    # dynamic int8 does not run on an NPU: static QDQ stays
+    assert _names("qualcomm/hexagon-npu", graph=GraphKind.SEQUENCE)[0] == "int8-qnn-qdq"
 
 
 def test_int8_recipe_follows_the_profile_quantization_block() -> None:
-    recipe = recipe_for(load_profile("qualcomm/hexagon-npu"), seed=7)
-    assert isinstance(recipe, Recipe) and recipe.quantize is not None
-    quant = load_profile("qualcomm/hexagon-npu").quantization
-    assert recipe.quantize.per_channel == quant.per_channel
-    assert recipe.quantize.weights == quant.weights
-    assert recipe.quantize.seed == 7
+    profile = load_profile("qualcomm/hexagon-npu")
+    recipe = recipe_for(profile, seed=7, calibrate_method="percentile")
+    (step,) = recipe.candidates[0].pipeline.passes
+    assert isinstance(step.config, StaticQdqConfig)
+    quant = profile.quantization
+    assert step.config.per_channel == quant.per_channel
+    assert (step.config.activations, step.config.weights) == (quant.activations, quant.weights)
+    assert step.config.qnn is True
+    assert (step.config.seed, step.config.calibrate_method) == (7, "percentile")
 
 
-def test_fp16_profile_note_says_fp32_is_the_fallback() -> None:
+def test_fp16_records_the_gpu_provider_options() -> None:
     recipe = recipe_for(load_profile("nvidia/jetson-orin-nano"))
-    assert isinstance(recipe, Recipe) and recipe.quantize is None
-    assert any("fp16" in note and "fp32 is the fallback" in note for note in recipe.notes)
+    assert recipe.precision is Precision.FP16
+    (step,) = recipe.candidates[0].pipeline.passes
+    options = step.config.model_dump()["provider_options"]
+    assert set(options) == {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+    assert options["TensorrtExecutionProvider"]["trt_fp16_enable"] == "1"
+    assert step.config.model_dump()["keep_io_types"] is True
+
+
+def test_tflite_recipe_names_what_to_install() -> None:
+    profile = load_profile("google/coral-edgetpu")
+    from_torch = recipe_for(profile, source=Format.TORCH).candidates[0].pipeline
+    assert [p.name for p in from_torch.passes] == ["torch_to_tflite", "quantize_tflite"]
+    problems = from_torch.problems(profile)
+    assert any("pip install litert-torch" in p for p in problems)
+    assert any("pip install ai-edge-quantizer" in p for p in problems)
+    from_onnx = recipe_for(profile, source=Format.ONNX).candidates[0].pipeline
+    assert "onnx2tf" in from_onnx.problems(profile)[0]
 
 
 def test_pass_config_digest_is_sha256_of_canonical_json() -> None:
@@ -176,14 +211,7 @@ def test_importing_the_compiler_cli_loads_nothing_heavy() -> None:
 @pytest.mark.integration
 def test_quantizer_failure_is_a_quantization_error(float_onnx: Path, tmp_path: Path) -> None:
     """Calibration samples the model cannot take make onnxruntime fail inside the quantizer;
-    that surfaces as QuantizationError (the pipeline then builds fp32), never a raw crash."""
+    that surfaces as QuantizationError (the search then tries the next candidate)."""
     wrong = np.zeros((4, 1, 5, 5), dtype=np.float32)
     with pytest.raises(QuantizationError, match="static QDQ quantization failed"):
-        quantize_static_qdq(
-            float_onnx,
-            tmp_path / "int8.onnx",
-            input_name="x",
-            calibration=wrong,
-            config=StaticQdqConfig(),
-            workdir=tmp_path,
-        )
+        quantize_static_qdq(float_onnx, tmp_path / "int8.onnx", wrong, StaticQdqConfig())

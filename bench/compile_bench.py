@@ -1,0 +1,185 @@
+"""Per model and profile, measured side by side in one run: size ratio to fp32, host latency
+ratio to fp32 (interleaved runs, onnxruntime CPU, 1 thread) and the accuracy delta.
+
+    .venv/bin/python bench/compile_bench.py [--profiles TAG ...] [--resolution 128]
+
+Models: the digits CNN (trained on scikit-learn digits; accuracy on its test split) and a
+ResNet-18 (11.7M parameters, plain torch, random weights; top-1 agreement and cosine against
+fp32 on random inputs). Each profile's preferred candidate is built with the compiler's own
+passes (no accuracy search, so the raw effect of the recipe shows). Targets: int8 size <= 0.30
+for conv nets; latency <= 0.7 for the ResNet-18 on a VNNI CPU; digits top-1 within 1 point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compiler.data import Dataset
+from compiler.metrics import cosine, top1_agreement
+from compiler.passes import Artifact, Format, PassCache, PassContext, Pipeline
+from compiler.passes.cleanup_onnx import CleanupConfig, CleanupOnnx
+from compiler.passes.export_onnx import ExportConfig, ExportOnnx
+from compiler.recipes import recipe_for
+from compiler.runner import HostModel, paired_latency
+from compiler.sources import TorchModel
+from hardware_profiles import load_profile
+
+PROFILES = (
+    "x86-64/avx512-vnni",
+    "raspberry-pi/4b",
+    "nvidia/jetson-orin-nano",
+    "qualcomm/hexagon-npu",
+)
+
+
+def resnet18(classes: int = 1000) -> Any:
+    """torchvision's ResNet-18 layout (BasicBlock x [2, 2, 2, 2]) in plain torch."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return torch.relu(out + (x if self.down is None else self.down(x)))
+
+    class ResNet18(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 64, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(64),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
+            layers, cin = [], 64
+            for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+                cin = cout
+            self.layers = nn.Sequential(*layers)
+            self.fc = nn.Linear(512, classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.fc(self.layers(self.stem(x)).mean(dim=(2, 3)))
+            return out
+
+    torch.manual_seed(0)
+    model = ResNet18().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as a trained net has
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def bench_model(
+    name: str,
+    model: TorchModel,
+    calib: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    profiles: list[str],
+    work: Path,
+    batch: int,
+    runs: int,
+) -> None:
+    context = PassContext(
+        workdir=work, calibration=Dataset(work, "calibration", calib, None, name), torch_model=model
+    )
+    cache = PassCache(None)
+    prefix = Pipeline(
+        [ExportOnnx(ExportConfig()), CleanupOnnx(CleanupConfig())], source=Format.TORCH
+    )
+    float_artifact = prefix.run(Artifact(Format.TORCH, name), context, cache)
+    host = HostModel(float_artifact.file)
+    reference = host.run(x)
+    float_size = float_artifact.file.stat().st_size
+    float_acc = None if y is None else float(np.mean(reference.argmax(1) == y))
+    print(
+        f"\n{name}: fp32 {float_size / 1e6:.2f} MB"
+        + ("" if float_acc is None else f", top-1 {float_acc:.2%}")
+    )
+    header = f"{'profile':26} {'candidate':18} {'size':>6} {'lat b=1':>8} "
+    print(header + f"{'lat b=' + str(batch):>8} {'accuracy':>22} {'build':>7}")
+    for tag in profiles:
+        plan = recipe_for(load_profile(tag)).candidates[0]
+        started = time.perf_counter()
+        artifact = plan.pipeline.run(float_artifact, context, cache)
+        build = time.perf_counter() - started
+        candidate = HostModel(artifact.file)
+        outputs = candidate.run(x)
+        f1, c1 = paired_latency(host, candidate, x, batch=1, runs=runs)
+        fn, cn = paired_latency(host, candidate, x, batch=batch, runs=max(10, runs // 3))
+        if y is not None:
+            delta = float(np.mean(outputs.argmax(1) == y)) - float(float_acc or 0)
+            accuracy = f"{delta * 100:+.2f} pt top-1"
+        else:
+            agree = top1_agreement(reference, outputs, None)
+            accuracy = f"agree {agree:.3f} cos {cosine(reference, outputs, None):.4f}"
+        print(
+            f"{tag:26} {plan.name:18} {artifact.file.stat().st_size / float_size:6.2f} "
+            f"{c1 / f1:8.2f} {cn / fn:8.2f} {accuracy:>22} {build:6.1f}s"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profiles", nargs="*", default=list(PROFILES))
+    parser.add_argument("--resolution", type=int, default=128, help="ResNet-18 input side")
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    import torch
+
+    from compiler.examples.digits import load_split, trained_cnn
+
+    print(
+        "ratios are candidate / fp32, measured interleaved in this run (onnxruntime CPU, 1 thread)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        module, example = trained_cnn()
+        x_train, x_test, _, y_test = load_split()
+        bench_model(
+            "digits-cnn",
+            TorchModel(module, example),
+            x_train,
+            x_test,
+            y_test,
+            args.profiles,
+            Path(tmp) / "d",
+            32,
+            args.runs * 5,
+        )
+        rng = np.random.default_rng(0)
+        side = args.resolution
+        calib = rng.standard_normal((32, 3, side, side)).astype(np.float32)
+        x = rng.standard_normal((32, 3, side, side)).astype(np.float32)
+        model = TorchModel(resnet18(), torch.from_numpy(x[:2]))
+        bench_model(
+            f"resnet18@{side}", model, calib, x, None, args.profiles, Path(tmp) / "r", 8, args.runs
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Graph clean-up: shape inference and onnxruntime's basic graph optimisations (constant
+folding, redundant node removal, Conv+BatchNorm fusion) via ``quant_pre_process``.
+
+When symbolic shape inference fails on a model it is retried with ``skip_symbolic_shape``;
+when that fails too, the model goes on unchanged. The effective config says what ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import ClassVar
+
+from compiler.passes.base import Artifact, Format, Pass, PassConfig, PassContext, Requirement
+from compiler.passes.onnx_tools import model_errors
+
+log = logging.getLogger(__name__)
+
+
+class CleanupConfig(PassConfig):
+    optimize: bool = True
+    skip_symbolic_shape: bool = False
+    applied: bool = True
+
+
+class CleanupOnnx(Pass[CleanupConfig]):
+    name: ClassVar[str] = "cleanup_onnx"
+    input_formats: ClassVar[frozenset[Format]] = frozenset({Format.ONNX})
+    output_format: ClassVar[Format] = Format.ONNX
+    requires: ClassVar[tuple[Requirement, ...]] = (
+        Requirement("onnxruntime", "pip install onnxruntime"),
+        Requirement("sympy", "pip install sympy"),
+    )
+
+    def run(self, source: Artifact, out: Path, context: PassContext) -> CleanupConfig:
+        from onnxruntime.quantization import quant_pre_process
+
+        config = self.config
+        attempts = [True] if config.skip_symbolic_shape else [False, True]
+        for skip in attempts:
+            try:
+                quant_pre_process(
+                    source.file,
+                    out,
+                    skip_optimization=not config.optimize,
+                    skip_symbolic_shape=skip,
+                )
+            except model_errors() as exc:
+                log.info("quant_pre_process(skip_symbolic_shape=%s) failed: %s", skip, exc)
+                continue
+            return config.model_copy(update={"skip_symbolic_shape": skip, "applied": True})
+        log.warning("graph clean-up failed; the model goes on unchanged")
+        shutil.copyfile(source.file, out)
+        return config.model_copy(update={"applied": False})

@@ -1,0 +1,166 @@
+"""Which nodes suffer most from quantization: run the float model and the quantized one on the
+same few inputs with every intermediate tensor exposed, and score each node by how much the
+relative error grows across it (error of its output minus the worst error of its inputs).
+
+A node whose input carries outliers (one channel ~1000x the others) scores high: quantizing
+that input to 8 bits wipes out the small channels. Keeping such a node in float (the
+quantizer's ``nodes_to_exclude``) also keeps its input in float.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compiler.data import FloatArray
+
+if TYPE_CHECKING:
+    import onnx
+
+log = logging.getLogger(__name__)
+
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    node: str
+    op_type: str
+    score: float  # growth of the relative L2 error across the node
+    output_error: float
+
+
+def rank_nodes(float_model: Path, quantized: Path, x: FloatArray) -> list[Sensitivity]:
+    """Nodes of ``float_model`` (names as the quantizer sees them), most sensitive first."""
+    import onnx
+
+    float_proto = onnx.load(str(float_model))
+    quant_proto = onnx.load(str(quantized))
+    quant_nodes = {n.name for n in quant_proto.graph.node if n.op_type not in _QDQ}
+    produced_in_quant = {t for n in quant_proto.graph.node for t in n.output}
+    candidates = [
+        n for n in float_proto.graph.node if n.name in quant_nodes and n.op_type not in _QDQ
+    ]
+    tensors = sorted({t for n in candidates for t in n.output if t in produced_in_quant})
+    sample = x[:SAMPLES]
+    reference = _run_exposed(float_proto, tensors, sample)
+    actual = _run_exposed(quant_proto, tensors, sample)
+    error: dict[str, float] = {}
+    for name in tensors:
+        f, q = reference.get(name), actual.get(name)
+        if f is None or q is None or f.shape != q.shape or f.dtype.kind != "f":
+            continue
+        norm = float(np.linalg.norm(f))
+        error[name] = float(np.linalg.norm(q.astype(np.float64) - f)) / max(norm, 1e-12)
+    ranked: list[Sensitivity] = []
+    for node in candidates:
+        outputs = [error[t] for t in node.output if t in error]
+        if not outputs:
+            continue
+        inputs = [error[t] for t in node.input if t in error]
+        out_err = max(outputs)
+        ranked.append(
+            Sensitivity(node.name, node.op_type, out_err - max(inputs, default=0.0), out_err)
+        )
+    ranked.sort(key=lambda s: s.score, reverse=True)
+    return ranked
+
+
+def _run_exposed(
+    proto: onnx.ModelProto, tensors: list[str], x: FloatArray
+) -> dict[str, FloatArray]:
+    """Run ``proto`` with ``tensors`` added as graph outputs; map name -> value."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    existing = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name not in existing:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    names = [o.name for o in session.get_outputs()]
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+    values = session.run(None, feed)
+    return {n: np.asarray(v) for n, v in zip(names, values, strict=True) if n in set(tensors)}
+
+
+# Ops the QDQ quantizer handles by quantizing their output too (activations, data movement):
+# keeping a node in float means keeping such producers of its inputs in float as well, or
+# their quantized output would still feed it.
+_PASS_THROUGH = frozenset(
+    {
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "Gelu",
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Resize",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "Concat",
+        "Split",
+        "Gather",
+        "Slice",
+        "Pad",
+        "Expand",
+        "Tile",
+        "Softmax",
+        "ReduceMean",
+        "Where",
+        "Add",
+        "Mul",
+        "Sub",
+        "Div",
+    }
+)
+
+
+def keep_in_float(float_model: Path, nodes: tuple[str, ...]) -> tuple[str, ...]:
+    """``nodes`` plus the pass-through producers whose outputs feed only kept nodes."""
+    import onnx
+
+    graph = onnx.load(str(float_model), load_external_data=False).graph
+    by_output = {t: n for n in graph.node for t in n.output}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for tensor in node.input:
+            consumers.setdefault(tensor, []).append(node.name)
+    kept = list(dict.fromkeys(nodes))
+    queue = [n for n in graph.node if n.name in set(kept)]
+    while queue:
+        node = queue.pop()
+        for tensor in node.input:
+            producer = by_output.get(tensor)
+            if (
+                producer is None
+                or producer.name in kept
+                or producer.op_type not in _PASS_THROUGH
+                or not all(c in kept for c in consumers.get(tensor, []))
+            ):
+                continue
+            kept.append(producer.name)
+            queue.append(producer)
+    return tuple(kept)
