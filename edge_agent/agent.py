@@ -13,18 +13,19 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.api import DEFAULT_MAX_BODY, LocalApi, PredictionService
 from edge_agent.delivery import Delivery
+from edge_agent.health import HealthMonitor
 from edge_agent.mqtt import MqttLink
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, OutboxConfig
 from edge_agent.runtime import backend_for
 from edge_agent.serving import ModelSlot, ServedModel
-from edge_agent.state import StateStore
+from edge_agent.shadow import ShadowRunner
 from edge_agent.telemetry import ActiveInfo, Metrics, TelemetryLoop
-from edge_agent.update import Updater, UpdaterConfig
+from edge_agent.update import StateStore, Updater, UpdaterConfig
 from edgefleet import __version__
 from edgefleet.bundle import VerifyKey
 from edgefleet.protocol import topics
@@ -34,6 +35,7 @@ from edgefleet.protocol.messages import (
     DeviceState,
     PredictionBatch,
     Report,
+    ShadowStats,
     Status,
     Telemetry,
 )
@@ -59,6 +61,8 @@ class AgentConfig:
     telemetry_interval: float = 10.0
     ack_timeout: float = 5.0
     max_body: int = DEFAULT_MAX_BODY
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    input_sample_rate: float = 0.0
 
 
 def discover_mqtt_url(
@@ -90,8 +94,9 @@ class Agent:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.slot = ModelSlot()
         self.metrics = Metrics()
-        self.outbox = Outbox(config.data_dir / OUTBOX_FILE)
+        self.outbox = Outbox(config.data_dir / OUTBOX_FILE, config.outbox)
         self.backend = backend_for(config.profile)
+        self.health = HealthMonitor()
         self.updater = Updater(
             config=UpdaterConfig(
                 server_url=config.server_url,
@@ -105,6 +110,8 @@ class Agent:
             store=StateStore(config.data_dir),
             report=self._publish_report,
             on_activated=self._activated,
+            health=self.health,
+            on_shadow=self._shadow_changed,
         )
         self.delivery = Delivery(
             outbox=self.outbox,
@@ -117,6 +124,9 @@ class Agent:
             outbox=self.outbox,
             metrics=self.metrics,
             on_recorded=self.delivery.wake,
+            monitor=self.health,
+            device_id=config.device_id,
+            input_sample_rate=config.input_sample_rate,
         )
         host, port = config.listen
         self.api = LocalApi(self.service, host, port, max_body=config.max_body)
@@ -128,6 +138,8 @@ class Agent:
             active=self._active_info,
             connected=self._connected,
             publish=self._publish_telemetry,
+            outbox_dropped=lambda: self.outbox.stats().dropped,
+            shadow=self._shadow_stats,
         )
         self.link: MqttLink | None = None
         self._stop = threading.Event()
@@ -216,10 +228,20 @@ class Agent:
     def _ack(self, ack: Ack) -> None:
         self.delivery.handle_ack(ack)
 
-    def _activated(self, served: ServedModel) -> None:
-        log.info("serving %s %s on %s", served.name, served.version, served.provider)
+    def _activated(self, served: ServedModel | None) -> None:
+        if served is None:
+            log.warning("serving no model (rolled back to none)")
+        else:
+            log.info("serving %s %s on %s", served.name, served.version, served.provider)
         if self.link is not None:
             self.link.publish_status()
+
+    def _shadow_changed(self, runner: ShadowRunner | None) -> None:
+        self.service.shadow = runner
+
+    def _shadow_stats(self) -> ShadowStats | None:
+        runner = self.service.shadow
+        return runner.take() if runner is not None else None
 
     def _publish_report(self, report: Report) -> None:
         if self.link is not None:

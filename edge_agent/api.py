@@ -11,7 +11,9 @@
 
 Errors are JSON ``{"error": "..."}`` naming the problem: 400 for bad JSON, a wrong shape or
 dtype, NaN; 413 for an oversized body; 404 for an unknown path; 503 while no model is active.
-Every prediction is written to the outbox (committed) before the response is sent.
+Every prediction is written to the outbox; in durable mode it is committed before the
+response is sent, and ``"logged": false`` says the outbox dropped it (full, by its policy):
+serving never fails because of the log. In fast mode ``"logged"`` is null.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -28,10 +31,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
-from edge_agent.errors import AgentError, InputError
-from edge_agent.outbox import Outbox
+import numpy as np
+
+from edge_agent.errors import AgentError, InputError, RuntimeBackendError
+from edge_agent.health import HealthMonitor
+from edge_agent.outbox import Outbox, OutboxMode
 from edge_agent.runtime.base import Array
-from edge_agent.serving import ModelSlot, ServedModel
+from edge_agent.serving import ModelSlot, ServedModel, count_nan
+from edge_agent.shadow import ShadowRunner
 from edge_agent.telemetry import Metrics
 from edgefleet.errors import EdgefleetError
 
@@ -55,6 +62,10 @@ class PredictionService:
     outbox: Outbox
     metrics: Metrics
     on_recorded: Callable[[], None] = lambda: None
+    monitor: HealthMonitor = field(default_factory=HealthMonitor)
+    device_id: str = ""
+    input_sample_rate: float = 0.0
+    shadow: ShadowRunner | None = None
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _running: int = field(default=0, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
@@ -97,37 +108,85 @@ class PredictionService:
             model.coerce(value, where=f"inputs[{index}]" if batch else "input")
             for index, value in enumerate(raw)
         ]
-        started = time.perf_counter()
-        results = model.run_examples(examples)
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        outputs = [model.to_json(result) for result in results]
-        record_ids = self._record(model, examples, outputs, latency_ms / len(examples))
-        self.metrics.record_request(latency_ms, count=len(examples))
-        common = {"model": model.name, "version": model.version, "latency_ms": latency_ms}
+        answer = self._run(model, examples)
         if batch:
-            return {"outputs": outputs, "record_ids": record_ids, **common}
-        return {"output": outputs[0], "record_id": record_ids[0], **common}
+            return answer
+        return {
+            "output": answer.pop("outputs")[0],
+            "record_id": answer.pop("record_ids")[0],
+            **answer,
+        }
+
+    def predict_examples(self, examples: list[Array]) -> dict[str, Any]:
+        """The in-process path for arrays already of the model's dtype and example shape:
+        run, log, count. Returns ``{"outputs", "record_ids", "model", "version", ...}``."""
+        with self._cond:
+            if self._closed:
+                raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is stopping")
+            self._running += 1
+        try:
+            model = self.slot.current()
+            if model is None:
+                raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "no model is active yet")
+            return self._run(model, examples)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+    def _run(self, model: ServedModel, examples: list[Array]) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            results = model.run_examples(examples)
+        except RuntimeBackendError:
+            self.monitor.record(model.artifact_sha256, None, error=True)
+            raise
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        nan = count_nan(results)
+        self.monitor.record(model.artifact_sha256, latency_ms, nan=nan)
+        self.metrics.observe(np.stack(examples), np.stack([result[0] for result in results]))
+        if self.shadow is not None:
+            self.shadow.offer(examples, results)
+        outputs = [model.to_json(result) for result in results]
+        record_ids, logged = self._record(model, examples, outputs, latency_ms / len(examples))
+        self.metrics.record_request(latency_ms, count=len(examples), nan=nan)
+        return {
+            "outputs": outputs,
+            "record_ids": record_ids,
+            "model": model.name,
+            "version": model.version,
+            "latency_ms": latency_ms,
+            "logged": logged,
+        }
 
     def _record(
         self, model: ServedModel, examples: list[Array], outputs: list[Any], latency_ms: float
-    ) -> list[str]:
+    ) -> tuple[list[str], bool | None]:
+        """Log one record per example; returns the record ids and whether they are stored
+        (None in fast mode, where the commit follows the response)."""
         now = time.time()
+        rate = self.input_sample_rate
         records = [
             {
                 "record_id": uuid.uuid4().hex,
+                "device": self.device_id,
                 "model": model.name,
                 "model_version": model.version,
                 "artifact_sha256": model.artifact_sha256,
                 "input_digest": input_digest(example),
+                "input": example.tolist() if rate and random.random() < rate else None,
                 "output": output,
                 "latency_ms": latency_ms,
                 "ts": now,
             }
             for example, output in zip(examples, outputs, strict=True)
         ]
-        self.outbox.append_many(records)
+        ticket = self.outbox.write(records)
         self.on_recorded()
-        return [str(record["record_id"]) for record in records]
+        durable = self.outbox.config.mode is OutboxMode.DURABLE
+        return [str(record["record_id"]) for record in records], (
+            ticket.stored if durable else None
+        )
 
     def health(self) -> tuple[int, dict[str, Any]]:
         model = self.slot.current()
@@ -171,6 +230,9 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "edgefleet-agent"
+    # Headers and body go out in two writes; without TCP_NODELAY the second waits for the
+    # client's delayed ACK (~40 ms per keep-alive request).
+    disable_nagle_algorithm = True
 
     @property
     def _service(self) -> PredictionService:

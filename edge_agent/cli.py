@@ -6,15 +6,17 @@ import logging
 import signal
 import sys
 import threading
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 app = typer.Typer(help="Run the on-device agent.", no_args_is_help=True)
 
 TRUSTED_KEYS_DIR = "trusted_keys"
+E = TypeVar("E", bound=StrEnum)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -37,6 +39,16 @@ def trusted_keys(explicit: list[Path], data_dir: Path) -> list[Path]:
             f"{data_dir / TRUSTED_KEYS_DIR}/; the agent only installs signed bundles"
         )
     return found
+
+
+def _choice(kind: type[E], value: str, option: str) -> E:
+    from edge_agent.errors import AgentError
+
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        raise AgentError(f"{option} {value!r} is not one of: {known}") from None
 
 
 @app.command("run")
@@ -64,10 +76,30 @@ def run(
     ack_timeout: Annotated[
         float, typer.Option("--ack-timeout", min=0.1, help="Re-send unacknowledged records after.")
     ] = 5.0,
+    outbox_mode: Annotated[
+        str,
+        typer.Option(
+            "--outbox-mode",
+            help="durable: answer after the record is committed; fast: commit right after.",
+        ),
+    ] = "durable",
+    outbox_max_bytes: Annotated[
+        int, typer.Option("--outbox-max-bytes", min=1024, help="Bound on stored records.")
+    ] = 256 << 20,
+    outbox_policy: Annotated[
+        str, typer.Option("--outbox-policy", help="When full: drop_oldest or reject_new.")
+    ] = "drop_oldest",
+    input_sample_rate: Annotated[
+        float,
+        typer.Option(
+            "--input-sample-rate", min=0.0, max=1.0, help="Share of records that keep the input."
+        ),
+    ] = 0.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Serve the active model on a local HTTP API, log and deliver predictions, apply updates."""
     from edge_agent.agent import Agent, AgentConfig
+    from edge_agent.outbox import OutboxConfig, OutboxMode, OverflowPolicy
     from edgefleet.bundle import load_verify_key
     from hardware_profiles import load_profile
 
@@ -89,6 +121,12 @@ def run(
         listen=parse_listen(listen),
         telemetry_interval=telemetry_interval,
         ack_timeout=ack_timeout,
+        outbox=OutboxConfig(
+            mode=_choice(OutboxMode, outbox_mode, "--outbox-mode"),
+            max_bytes=outbox_max_bytes,
+            policy=_choice(OverflowPolicy, outbox_policy, "--outbox-policy"),
+        ),
+        input_sample_rate=input_sample_rate,
     )
     stop = threading.Event()
 

@@ -104,6 +104,15 @@ class ServedModel:
         return {spec.name: output.tolist() for spec, output in zip(specs, outputs, strict=True)}
 
 
+def count_nan(results: Sequence[Sequence[Array]]) -> int:
+    """How many examples have a NaN in any float output."""
+    return sum(
+        1
+        for outputs in results
+        if any(out.dtype.kind == "f" and bool(np.isnan(out).any()) for out in outputs)
+    )
+
+
 def coerce_example(value: Any, spec: TensorSpec, shape: Shape, where: str = "input") -> Array:
     expected = _fmt_shape(shape)
     if not isinstance(value, list | int | float) or isinstance(value, bool):

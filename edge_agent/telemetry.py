@@ -1,6 +1,8 @@
 """Request metrics and the periodic telemetry message.
 
-:class:`Metrics` counts requests, errors and latencies per window; :class:`TelemetryLoop`
+:class:`Metrics` counts requests, errors, NaN outputs and latencies (percentiles and a
+fixed-bound histogram) per window, and keeps per-feature sketches of inputs and outputs for
+drift monitoring (see :mod:`edge_agent.sketches`); :class:`TelemetryLoop`
 publishes one :class:`~edgefleet.protocol.messages.Telemetry` every interval while connected.
 While disconnected the window keeps growing, so the first message after a reconnect covers
 the whole outage.
@@ -8,6 +10,7 @@ the whole outage.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import shutil
 import threading
@@ -19,46 +22,91 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from edgefleet.protocol.messages import LatencySummary, Telemetry
+from edge_agent.runtime.base import Array
+from edge_agent.sketches import SketchSet
+from edgefleet.protocol.messages import (
+    FeatureSketch,
+    Histogram,
+    LatencySummary,
+    ShadowStats,
+    Telemetry,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 10_000
+LATENCY_BOUNDS_MS: tuple[float, ...] = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+)  # fmt: skip
 
 
 @dataclass
 class _Window:
+    sketch_features: int
     started: float = field(default_factory=time.monotonic)
     requests: int = 0
     errors: int = 0
+    nan_outputs: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_MS) + 1))
+    inputs: SketchSet = field(init=False)
+    outputs: SketchSet = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inputs = SketchSet(self.sketch_features)
+        self.outputs = SketchSet(self.sketch_features)
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    seconds: float
+    requests: int
+    errors: int
+    nan_outputs: int
+    latency: LatencySummary
+    histogram: Histogram
+    input_sketches: tuple[FeatureSketch, ...]
+    output_sketches: tuple[FeatureSketch, ...]
 
 
 class Metrics:
-    """Thread-safe counters for one telemetry window."""
+    """Thread-safe counters, latency histogram and feature sketches for one window."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sketch_features: int = 32) -> None:
         self._lock = threading.Lock()
-        self._window = _Window()
+        self._features = sketch_features
+        self._window = _Window(sketch_features)
         self.total_requests = 0
         self.total_errors = 0
 
-    def record_request(self, latency_ms: float, count: int = 1) -> None:
+    def record_request(self, latency_ms: float, count: int = 1, nan: int = 0) -> None:
+        bucket = bisect.bisect_left(LATENCY_BOUNDS_MS, latency_ms)
         with self._lock:
-            self._window.requests += count
+            window = self._window
+            window.requests += count
+            window.nan_outputs += nan
+            window.histogram[bucket] += 1
             self.total_requests += count
-            if len(self._window.latencies_ms) < MAX_SAMPLES:
-                self._window.latencies_ms.append(latency_ms)
+            if len(window.latencies_ms) < MAX_SAMPLES:
+                window.latencies_ms.append(latency_ms)
 
     def record_error(self) -> None:
         with self._lock:
             self._window.errors += 1
             self.total_errors += 1
 
-    def take(self) -> tuple[float, int, int, LatencySummary]:
-        """Close the window: (seconds, requests, errors, latency summary); start a new one."""
+    def observe(self, inputs: Array, outputs: Array) -> None:
+        """Add examples (first axis) and their first output to the window's sketches."""
         with self._lock:
-            window, self._window = self._window, _Window()
+            self._window.inputs.add(inputs)
+            self._window.outputs.add(outputs)
+
+    def take(self) -> WindowSummary:
+        """Close the window and start a new one."""
+        with self._lock:
+            window, self._window = self._window, _Window(self._features)
+            input_sketches = window.inputs.sketches()
+            output_sketches = window.outputs.sketches()
         latencies = np.asarray(window.latencies_ms, dtype=np.float64)
         summary = LatencySummary(count=int(latencies.size))
         if latencies.size:
@@ -68,14 +116,27 @@ class Metrics:
                 p95_ms=float(np.percentile(latencies, 95)),
                 max_ms=float(latencies.max()),
             )
-        return time.monotonic() - window.started, window.requests, window.errors, summary
+        return WindowSummary(
+            seconds=time.monotonic() - window.started,
+            requests=window.requests,
+            errors=window.errors,
+            nan_outputs=window.nan_outputs,
+            latency=summary,
+            histogram=Histogram(bounds=LATENCY_BOUNDS_MS, counts=tuple(window.histogram)),
+            input_sketches=input_sketches,
+            output_sketches=output_sketches,
+        )
 
-    def restore(self, seconds: float, requests: int, errors: int) -> None:
-        """Fold a window that could not be sent back into the current one."""
+    def restore(self, summary: WindowSummary) -> None:
+        """Fold a window that could not be sent back into the current one (counts only)."""
         with self._lock:
-            self._window.started -= seconds
-            self._window.requests += requests
-            self._window.errors += errors
+            window = self._window
+            window.started -= summary.seconds
+            window.requests += summary.requests
+            window.errors += summary.errors
+            window.nan_outputs += summary.nan_outputs
+            for index, count in enumerate(summary.histogram.counts):
+                window.histogram[index] += count
 
 
 @dataclass(frozen=True)
@@ -97,7 +158,12 @@ class TelemetryLoop:
         active: Callable[[], ActiveInfo],
         connected: Callable[[], bool],
         publish: Callable[[Telemetry], bool],
+        outbox_dropped: Callable[[], int] = lambda: 0,
+        shadow: Callable[[], ShadowStats | None] = lambda: None,
     ) -> None:
+        self._outbox_dropped = outbox_dropped
+        self._dropped_sent = 0
+        self._shadow = shadow
         self._metrics = metrics
         self._interval = interval
         self._data_dir = data_dir
@@ -118,24 +184,50 @@ class TelemetryLoop:
             self._thread.join(timeout=5)
 
     def build(self) -> Telemetry:
-        seconds, requests, errors, latency = self._metrics.take()
+        window = self._metrics.take()
         active = self._active()
         return Telemetry(
-            window_s=round(seconds, 3),
-            requests=requests,
-            errors=errors,
-            latency=latency,
+            window_s=round(window.seconds, 3),
+            requests=window.requests,
+            errors=window.errors,
+            latency=window.latency,
+            latency_histogram=window.histogram,
+            nan_outputs=window.nan_outputs,
             outbox_depth=self._outbox_depth(),
+            outbox_dropped=max(0, self._outbox_dropped() - self._dropped_sent),
             active_model=active.model,
             active_version=active.version,
+            cpu_percent=float(self._process.cpu_percent(None)),
             memory_rss_bytes=int(self._process.memory_info().rss),
             disk_free_bytes=int(shutil.disk_usage(self._data_dir).free),
+            shadow=self._shadow(),
+            input_sketches=window.input_sketches,
+            output_sketches=window.output_sketches,
         )
 
     def _loop(self) -> None:
+        self._process.cpu_percent(None)  # the first call only starts the measurement
         while not self._stop.wait(self._interval):
             if not self._connected():
                 continue
             message = self.build()
-            if not self._publish(message):
-                self._metrics.restore(message.window_s, message.requests, message.errors)
+            if self._publish(message):
+                self._dropped_sent += message.outbox_dropped
+            else:
+                self._metrics.restore(_summary_of(message))
+
+
+def _summary_of(message: Telemetry) -> WindowSummary:
+    histogram = message.latency_histogram or Histogram(
+        bounds=LATENCY_BOUNDS_MS, counts=(0,) * (len(LATENCY_BOUNDS_MS) + 1)
+    )
+    return WindowSummary(
+        seconds=message.window_s,
+        requests=message.requests,
+        errors=message.errors,
+        nan_outputs=message.nan_outputs,
+        latency=message.latency,
+        histogram=histogram,
+        input_sketches=(),
+        output_sketches=(),
+    )

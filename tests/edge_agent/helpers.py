@@ -26,7 +26,7 @@ from edgefleet.bundle import (
     pack_bundle,
     seal_bundle,
 )
-from edgefleet.protocol.messages import DesiredState
+from edgefleet.protocol.messages import DesiredState, HealthPolicy
 
 PROFILE = "x86-64/avx512-vnni"
 IN_FEATURES, OUT_FEATURES = 4, 3
@@ -46,21 +46,52 @@ def expected(x: np.ndarray, version: int) -> np.ndarray:
     return result
 
 
-def write_tiny_onnx(path: Path, version: int = 1, batch: str | int = "batch") -> Path:
-    """y = x @ W + b with x: float32 [batch, 4] and y: float32 [batch, 3]."""
+def write_tiny_onnx(
+    path: Path, version: int = 1, batch: str | int = "batch", trap: str | None = None
+) -> Path:
+    """y = x @ W + b with x: float32 [batch, 4] and y: float32 [batch, 3].
+
+    ``trap="nan"``: the same, but NaN for any example with a negative feature (adds
+    0 * sum(sqrt(x))). ``trap="error"``: onnxruntime raises for an example whose first
+    feature is 2 or more (a Gather index out of range). Inputs in [0, 1) behave normally.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w, b = weights(version)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"])]
+    init = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    if trap is not None:
+        init.append(numpy_helper.from_array(np.zeros((1,), np.float32), "zero"))
+    if trap == "nan":
+        init.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+        nodes += [
+            helper.make_node("Sqrt", ["x"], ["root"]),
+            helper.make_node("ReduceSum", ["root", "axis1"], ["rsum"], keepdims=1),
+            helper.make_node("Mul", ["rsum", "zero"], ["poison"]),
+        ]
+    elif trap == "error":
+        init.append(numpy_helper.from_array(np.array([0], np.int64), "first"))
+        init.append(numpy_helper.from_array(np.zeros((2,), np.float32), "table"))
+        nodes += [
+            helper.make_node("Gather", ["x", "first"], ["x0"], axis=1),
+            helper.make_node("Cast", ["x0"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["picked"], axis=0),
+            helper.make_node("Mul", ["picked", "zero"], ["poison"]),
+        ]
+    if trap is None:
+        nodes.append(helper.make_node("Add", ["xw", "B"], ["y"]))
+    else:
+        nodes += [
+            helper.make_node("Add", ["xw", "B"], ["clean"]),
+            helper.make_node("Add", ["clean", "poison"], ["y"]),
+        ]
     graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W"], ["xw"]),
-            helper.make_node("Add", ["xw", "B"], ["y"]),
-        ],
+        nodes,
         "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, IN_FEATURES])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, OUT_FEATURES])],
-        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+        init,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -107,12 +138,17 @@ def build_bundle(
     profile: str = PROFILE,
     golden_offset: float = 0.0,
     flip_model_byte: bool = False,
+    trap: str | None = None,
 ) -> BuiltBundle:
     """A signed bundle tar; ``golden.npz`` holds arrays 'inputs' and 'outputs'."""
     directory = workdir / f"{name}-{version}-{weights_version}-{profile.replace('/', '_')}"
     directory.mkdir(parents=True)
-    write_tiny_onnx(directory / "model.onnx", weights_version)
-    inputs = np.random.default_rng(7).normal(size=(4, IN_FEATURES)).astype(np.float32)
+    write_tiny_onnx(directory / "model.onnx", weights_version, trap=trap)
+    rng = np.random.default_rng(7)
+    if trap is None:
+        inputs = rng.normal(size=(4, IN_FEATURES)).astype(np.float32)
+    else:
+        inputs = rng.uniform(0, 1, size=(4, IN_FEATURES)).astype(np.float32)
     outputs = expected(inputs, weights_version) + np.float32(golden_offset)
     np.savez(directory / "golden.npz", inputs=inputs, outputs=outputs)
     manifest = seal_bundle(directory, manifest_for(name, version, profile), key)
@@ -126,7 +162,15 @@ def build_bundle(
     return BuiltBundle(tar, hashlib.sha256(data).hexdigest(), len(data), manifest)
 
 
-def desired_for(bundle: BuiltBundle, artifact_id: int, deployment_id: str) -> DesiredState:
+def desired_for(
+    bundle: BuiltBundle,
+    artifact_id: int,
+    deployment_id: str,
+    *,
+    health: HealthPolicy | None = None,
+    rollback: bool = False,
+) -> DesiredState:
+    """Desired state for ``bundle``; the health window defaults to 0 s (commit at once)."""
     return DesiredState(
         deployment_id=deployment_id,
         model=bundle.manifest.name,
@@ -134,6 +178,8 @@ def desired_for(bundle: BuiltBundle, artifact_id: int, deployment_id: str) -> De
         artifact_url=f"/api/v1/artifacts/{artifact_id}",
         sha256=bundle.sha256,
         size=bundle.size,
+        rollback=rollback,
+        health=health or HealthPolicy(window_s=0),
     )
 
 
@@ -146,6 +192,7 @@ class ArtifactServer:
     artifacts: dict[int, bytes] = field(default_factory=dict)
     status_override: dict[int, int] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)
     url: str = ""
 
     def add(self, artifact_id: int, bundle: BuiltBundle) -> None:
@@ -178,13 +225,28 @@ def serve_artifacts(server: ArtifactServer) -> Iterator[ArtifactServer]:
             if data is None:
                 self._send(404, '{"detail": "no such artifact"}')
                 return
+            wanted = self.headers.get("Range")
+            if wanted and wanted.startswith("bytes=") and wanted.endswith("-"):
+                server.ranges.append(wanted)
+                start = int(wanted[len("bytes=") : -1])
+                extra = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+                self._send(206, data[start:], "application/x-tar", extra)
+                return
             self._send(200, data, "application/x-tar")
 
-        def _send(self, status: int, body: str | bytes, kind: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: str | bytes,
+            kind: str = "application/json",
+            extra: dict[str, str] | None = None,
+        ) -> None:
             data = body.encode() if isinstance(body, str) else body
             self.send_response(status)
             self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ class AgentProcess:
     process: subprocess.Popen[bytes] | None = None
     addr: tuple[str, int] = ("", 0)
     logs: list[Path] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         (self.data_dir / "agent.addr").unlink(missing_ok=True)
@@ -48,6 +50,7 @@ class AgentProcess:
             [sys.executable, "-m", "edgefleet", "agent", "run", *self.args],
             stdout=log,
             stderr=log,
+            env={**os.environ, **self.env},
         )
         log.close()
         addr_file = self.data_dir / "agent.addr"
@@ -176,12 +179,22 @@ def test_deploy_predict_deliver_ride_out_a_broker_outage_and_restart(
 
         fleet.publish_desired(desired_for(bundle, 1, "dep-1"))
         wait_for(
-            lambda: any(r.phase is DeploymentPhase.ACTIVE for r in fleet.of("report")),
+            lambda: any(r.phase is DeploymentPhase.COMMITTED for r in fleet.of("report")),
             timeout=20,
-            what="deployment active",
+            what="deployment committed",
         )
         phases = [r.phase.value for r in fleet.of("report")]
-        assert phases == ["downloading", "verifying", "staging", "active"]
+        assert phases == [
+            "downloading",
+            "verifying",
+            "staging",
+            "activating",
+            "active",
+            "validating",
+            "committed",
+        ]
+        assert fleet.of("report")[-1].active_version == "1.0.0"
+        assert fleet.of("report")[0].active_version is None
         wait_for(lambda: fleet.of("status")[-1].active_version == "1.0.0", what="status v1")
 
         for n in range(30):

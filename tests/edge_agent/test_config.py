@@ -7,8 +7,8 @@ import pytest
 from edge_agent.cli import parse_listen, trusted_keys
 from edge_agent.errors import AgentError
 from edge_agent.mqtt import BrokerAddress, parse_mqtt_url
-from edge_agent.state import AgentState, Deployment, StateStore
-from edgefleet.protocol.messages import DeploymentPhase
+from edge_agent.update import AgentState, Deployment, State, StateStore
+from edgefleet.protocol.messages import DesiredState
 
 
 def test_listen_addresses() -> None:
@@ -47,7 +47,16 @@ def test_state_round_trip_and_a_corrupt_file(tmp_path: Path) -> None:
     assert store.load() == AgentState()
     state = AgentState(
         deployment=Deployment(
-            deployment_id="d1", model="m", version="1.0.0", phase=DeploymentPhase.STAGING
+            desired=DesiredState(
+                deployment_id="d1",
+                model="m",
+                version="1.0.0",
+                artifact_url="/a",
+                sha256="0" * 64,
+                size=1,
+            ),
+            state=State.STAGING,
+            entries={"staging": 1},
         )
     )
     state.remember_failure("d0", "model.onnx: sha256 mismatch")

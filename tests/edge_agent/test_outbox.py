@@ -4,10 +4,11 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, OutboxConfig, OutboxMode, OverflowPolicy, Ticket
 
 
 def _record(n: int) -> dict[str, object]:
@@ -109,3 +110,100 @@ def test_append_and_ack_never_lose_or_duplicate(ops: list[tuple[str, object]]) -
             assert {r.seq: r.record_id for r in pending} == expected
             assert outbox.depth() == len(expected)
         outbox.close()
+
+
+# -- group commit, modes, bounds, full disk ---------------------------------------------------
+
+
+def test_concurrent_durable_writes_share_commits(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    tickets: list[Ticket] = []
+    lock = threading.Lock()
+
+    def work(offset: int) -> None:
+        for n in range(200):
+            ticket = outbox.write([_record(offset + n)])
+            assert ticket.done.is_set() and ticket.stored
+            with lock:
+                tickets.append(ticket)
+
+    threads = [threading.Thread(target=work, args=(i * 1000,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = outbox.stats()
+    assert stats.committed == 1600 and outbox.depth() == 1600
+    assert stats.commits < 1600  # group commit: several records per transaction
+    assert sorted(seq for t in tickets for seq in t.seqs) == list(range(1, 1601))
+    outbox.close()
+
+
+def test_fast_mode_returns_before_the_commit_and_close_flushes(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite", OutboxConfig(mode=OutboxMode.FAST))
+    tickets = [outbox.write([_record(n)]) for n in range(500)]
+    assert outbox.flush(10)
+    assert all(ticket.stored for ticket in tickets)
+    outbox.write([_record(n) for n in range(500, 600)])
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite")
+    assert reopened.depth() == 600
+    reopened.close()
+
+
+def _sized(n: int) -> dict[str, object]:
+    return {**_record(n), "output": "x" * 200}
+
+
+def test_drop_oldest_keeps_the_newest_within_the_byte_bound(tmp_path: Path) -> None:
+    config = OutboxConfig(max_bytes=10_000, policy=OverflowPolicy.DROP_OLDEST)
+    outbox = Outbox(tmp_path / "outbox.sqlite", config)
+    for n in range(200):
+        outbox.append(_sized(n))
+    stats = outbox.stats()
+    assert outbox.bytes <= 10_000
+    assert stats.dropped_oldest == 200 - outbox.depth() > 100
+    assert stats.rejected_new == 0
+    pending = outbox.pending(1000)
+    assert pending[-1].record_id == "r199"  # the newest survive
+    assert [r.seq for r in pending] == list(range(200 - len(pending) + 1, 201))
+    # Acks free bytes; the bound is tracked across reopen.
+    outbox.delete(r.seq for r in pending[:10])
+    before = outbox.bytes
+    assert 0 < before < 10_000
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite", config)
+    assert reopened.bytes == before
+    reopened.close()
+
+
+def test_reject_new_keeps_the_oldest_and_counts_the_rejected(tmp_path: Path) -> None:
+    config = OutboxConfig(max_bytes=10_000, policy=OverflowPolicy.REJECT_NEW)
+    outbox = Outbox(tmp_path / "outbox.sqlite", config)
+    stored = [outbox.write([_sized(n)]).stored for n in range(200)]
+    depth = outbox.depth()
+    assert stored == [True] * depth + [False] * (200 - depth)
+    assert outbox.stats().rejected_new == 200 - depth > 100
+    assert outbox.pending(1)[0].record_id == "r0"
+    outbox.close()
+
+
+@pytest.mark.parametrize("policy", list(OverflowPolicy))
+def test_a_full_database_file_drops_by_policy_and_never_raises(
+    tmp_path: Path, policy: OverflowPolicy
+) -> None:
+    # max_page_count makes SQLite answer SQLITE_FULL like a full disk (the tmpfs test in
+    # test_agent_faults does it with a real full file system).
+    config = OutboxConfig(max_db_pages=40, policy=policy)
+    outbox = Outbox(tmp_path / "outbox.sqlite", config)
+    results = [outbox.write([_sized(n) for n in range(i * 20, i * 20 + 20)]) for i in range(40)]
+    stats = outbox.stats()
+    assert stats.disk_full > 0
+    assert stats.dropped > 0
+    assert any(ticket.stored for ticket in results)
+    if policy is OverflowPolicy.DROP_OLDEST:
+        assert stats.dropped_oldest > 0
+        assert results[-1].stored  # room was made for the newest
+    else:
+        assert not results[-1].stored and results[0].stored
+    outbox.close()

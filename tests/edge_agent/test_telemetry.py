@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_agent.telemetry import ActiveInfo, Metrics, TelemetryLoop
@@ -13,16 +14,52 @@ from tests.edge_agent.helpers import wait_for
 def test_window_summary_and_reset() -> None:
     metrics = Metrics()
     for ms in range(1, 101):
-        metrics.record_request(float(ms))
+        metrics.record_request(float(ms), nan=1 if ms % 10 == 0 else 0)
     metrics.record_error()
-    seconds, requests, errors, latency = metrics.take()
-    assert (requests, errors, latency.count) == (100, 1, 100)
-    assert latency.p50_ms == pytest.approx(50.5)
-    assert latency.p95_ms == pytest.approx(95.05)
-    assert latency.max_ms == 100.0
-    assert seconds >= 0
-    _, requests, errors, latency = metrics.take()
-    assert (requests, errors, latency.count, latency.p50_ms) == (0, 0, 0, None)
+    window = metrics.take()
+    assert (window.requests, window.errors, window.latency.count) == (100, 1, 100)
+    assert window.nan_outputs == 10
+    assert window.latency.p50_ms == pytest.approx(50.5)
+    assert window.latency.p95_ms == pytest.approx(95.05)
+    assert window.latency.max_ms == 100.0
+    assert window.seconds >= 0
+    histogram = window.histogram
+    assert sum(histogram.counts) == 100
+    assert len(histogram.counts) == len(histogram.bounds) + 1
+    # counts[i] counts values <= bounds[i] (and above bounds[i-1]).
+    by_bound = dict(zip(histogram.bounds, histogram.counts, strict=False))
+    assert (by_bound[1.0], by_bound[2.5], by_bound[5.0], by_bound[10.0]) == (1, 1, 3, 5)
+    assert by_bound[100.0] == 50 and histogram.counts[-1] == 0
+    window = metrics.take()
+    assert (window.requests, window.errors, window.latency.count) == (0, 0, 0)
+    assert window.latency.p50_ms is None and window.input_sketches == ()
+
+
+def test_feature_sketches_match_numpy_and_merge_across_requests() -> None:
+    metrics = Metrics(sketch_features=4)
+    rng = np.random.default_rng(3)
+    batches = [rng.normal(size=(n, 4)) * [1, 2, 3, 4] for n in (1, 7, 30)]
+    for batch in batches:
+        metrics.observe(batch.astype(np.float32), batch[:, :2].astype(np.float32))
+    window = metrics.take()
+    data = np.concatenate(batches).astype(np.float32).astype(np.float64)
+    assert [s.index for s in window.input_sketches] == [0, 1, 2, 3]
+    for sketch in window.input_sketches:
+        column = data[:, sketch.index]
+        assert sketch.count == 38
+        assert sketch.mean == pytest.approx(column.mean())
+        assert sketch.m2 / (sketch.count - 1) == pytest.approx(column.var(ddof=1))
+        assert (sketch.min, sketch.max) == (column.min(), column.max())
+        assert sketch.histogram is not None and sum(sketch.histogram.counts) == 38
+    assert len(window.output_sketches) == 2
+
+
+def test_large_examples_are_sketched_at_a_bounded_number_of_positions() -> None:
+    metrics = Metrics(sketch_features=8)
+    metrics.observe(np.zeros((2, 3, 32, 32), np.float32), np.zeros((2, 10), np.float32))
+    window = metrics.take()
+    indexes = [s.index for s in window.input_sketches]
+    assert len(indexes) == 8 and indexes[0] == 0 and indexes[-1] == 3 * 32 * 32 - 1
 
 
 def test_loop_holds_the_window_while_disconnected(tmp_path: Path) -> None:

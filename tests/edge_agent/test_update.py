@@ -2,94 +2,42 @@
 
 from __future__ import annotations
 
+import http.client
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+import threading
+import time
 
 import numpy as np
 import pytest
 
+from edge_agent.api import LocalApi, PredictionService
+from edge_agent.errors import RuntimeBackendError
+from edge_agent.outbox import Outbox
 from edge_agent.runtime.ort import OnnxRuntimeBackend
-from edge_agent.serving import ModelSlot
-from edge_agent.state import StateStore
-from edge_agent.update import Updater, UpdaterConfig
-from edgefleet.bundle import SigningKey, VerifyKey
+from edge_agent.telemetry import Metrics
+from edge_agent.update import Deployment, State, StateStore
+from edgefleet.bundle import SigningKey
 from edgefleet.protocol.messages import DeploymentPhase as Phase
-from edgefleet.protocol.messages import Report
-from hardware_profiles import HardwareProfile
+from edgefleet.protocol.messages import HealthPolicy
+from tests.edge_agent.conftest import TOKEN, Rig
 from tests.edge_agent.helpers import (
-    ArtifactServer,
-    BuiltBundle,
     build_bundle,
     desired_for,
     expected,
-    serve_artifacts,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "device-token"
-PHASES = [Phase.DOWNLOADING, Phase.VERIFYING, Phase.STAGING, Phase.ACTIVE]
-
-
-@dataclass
-class Rig:
-    server: ArtifactServer
-    updater: Updater
-    slot: ModelSlot
-    reports: list[Report]
-    data_dir: Path
-    workdir: Path
-    key: SigningKey
-
-    def publish(self, artifact_id: int, bundle: BuiltBundle) -> None:
-        self.server.add(artifact_id, bundle)
-
-    def phases(self) -> list[Phase]:
-        return [report.phase for report in self.reports]
-
-    def fresh_updater(self, backend: OnnxRuntimeBackend) -> tuple[Updater, ModelSlot]:
-        slot = ModelSlot()
-        updater = Updater(
-            config=self.updater.config,
-            backend=backend,
-            slot=slot,
-            store=StateStore(self.data_dir),
-            report=self.reports.append,
-        )
-        return updater, slot
-
-
-@pytest.fixture
-def rig(
-    tmp_path: Path,
-    profile: HardwareProfile,
-    backend: OnnxRuntimeBackend,
-    signing_key: SigningKey,
-    verify_key: VerifyKey,
-) -> Iterator[Rig]:
-    data_dir = tmp_path / "agent"
-    data_dir.mkdir()
-    with serve_artifacts(ArtifactServer(token=TOKEN)) as server:
-        slot = ModelSlot()
-        reports: list[Report] = []
-        updater = Updater(
-            config=UpdaterConfig(
-                server_url=server.url,
-                token=TOKEN,
-                profile=profile,
-                data_dir=data_dir,
-                trusted_keys=(verify_key,),
-                retry_initial=0.2,
-            ),
-            backend=backend,
-            slot=slot,
-            store=StateStore(data_dir),
-            report=reports.append,
-        )
-        yield Rig(server, updater, slot, reports, data_dir, tmp_path / "build", signing_key)
+PHASES = [
+    Phase.DOWNLOADING,
+    Phase.VERIFYING,
+    Phase.STAGING,
+    Phase.ACTIVATING,
+    Phase.ACTIVE,
+    Phase.VALIDATING,
+    Phase.COMMITTED,
+]
 
 
 def _prediction(rig: Rig) -> tuple[str, np.ndarray]:
@@ -103,7 +51,7 @@ def _prediction(rig: Rig) -> tuple[str, np.ndarray]:
 def _install_v1(rig: Rig) -> None:
     bundle = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
     rig.publish(1, bundle)
-    assert rig.updater.apply(desired_for(bundle, 1, "dep-1")) is Phase.ACTIVE
+    assert rig.updater.apply(desired_for(bundle, 1, "dep-1")) is Phase.COMMITTED
     rig.reports.clear()
 
 
@@ -112,9 +60,9 @@ def test_good_bundle_goes_active_serves_and_survives_a_restart(
 ) -> None:
     bundle = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
     rig.publish(1, bundle)
-    assert rig.updater.apply(desired_for(bundle, 1, "dep-1")) is Phase.ACTIVE
+    assert rig.updater.apply(desired_for(bundle, 1, "dep-1")) is Phase.COMMITTED
     assert rig.phases() == PHASES
-    assert rig.reports[-1].detail == "provider CPUExecutionProvider"
+    assert rig.reports[4].detail == "provider CPUExecutionProvider"
     assert all(r.deployment_id == "dep-1" and r.version == "1.0.0" for r in rig.reports)
     version, output = _prediction(rig)
     assert version == "1.0.0"
@@ -124,7 +72,7 @@ def test_good_bundle_goes_active_serves_and_survives_a_restart(
 
     state = json.loads((rig.data_dir / "state.json").read_text())
     assert state["active"]["version"] == "1.0.0"
-    assert state["deployment"]["phase"] == "active"
+    assert state["deployment"]["state"] == "committed"
 
     restarted, slot = rig.fresh_updater(backend)
     assert slot.current() is None
@@ -134,7 +82,7 @@ def test_good_bundle_goes_active_serves_and_survives_a_restart(
 
     # The retained desired state arriving again after the restart changes nothing.
     rig.reports.clear()
-    assert restarted.apply(desired_for(bundle, 1, "dep-1")) is Phase.ACTIVE
+    assert restarted.apply(desired_for(bundle, 1, "dep-1")) is Phase.COMMITTED
     assert rig.reports == []
 
 
@@ -142,7 +90,7 @@ def test_upgrade_swaps_the_model_and_keeps_one_previous(rig: Rig) -> None:
     _install_v1(rig)
     bundle = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
     rig.publish(2, bundle)
-    assert rig.updater.apply(desired_for(bundle, 2, "dep-2")) is Phase.ACTIVE
+    assert rig.updater.apply(desired_for(bundle, 2, "dep-2")) is Phase.COMMITTED
     assert rig.phases() == PHASES
     assert _prediction(rig)[0] == "2.0.0"
     assert len(list((rig.data_dir / "models").iterdir())) == 2
@@ -241,22 +189,203 @@ def test_transient_failure_is_retried_by_the_worker_with_backoff(rig: Rig) -> No
         rig.updater.submit(desired_for(bundle, 1, "dep-1"))
         wait_for(lambda: Phase.FAILED in rig.phases())
         del rig.server.status_override[1]
-        wait_for(lambda: rig.slot.current() is not None)
+        wait_for(lambda: Phase.COMMITTED in rig.phases())
     finally:
         rig.updater.stop()
-    assert rig.phases()[-4:] == PHASES
+    assert rig.phases()[-len(PHASES) :] == PHASES
 
 
 def test_same_artifact_under_a_new_deployment_is_adopted(rig: Rig) -> None:
     bundle = build_bundle(rig.workdir, rig.key, version="1.0.0")
     rig.publish(1, bundle)
-    assert rig.updater.apply(desired_for(bundle, 1, "dep-1")) is Phase.ACTIVE
+    assert rig.updater.apply(desired_for(bundle, 1, "dep-1")) is Phase.COMMITTED
     rig.reports.clear()
     downloads = len(rig.server.requests)
-    assert rig.updater.apply(desired_for(bundle, 1, "dep-again")) is Phase.ACTIVE
+    assert rig.updater.apply(desired_for(bundle, 1, "dep-again")) is Phase.COMMITTED
     assert [(r.phase, r.detail) for r in rig.reports] == [
-        (Phase.ACTIVE, "already serving this artifact")
+        (Phase.COMMITTED, "already serving this artifact")
     ]
     assert len(rig.server.requests) == downloads
     current = rig.slot.current()
     assert current is not None and current.deployment_id == "dep-again"
+
+
+# -- the state machine: resume, anti-downgrade, crash loops, validation, hot swap ------------
+
+
+def test_download_resumes_from_a_part_file_with_a_range_request(rig: Rig) -> None:
+    bundle = build_bundle(rig.workdir, rig.key, version="1.0.0")
+    rig.publish(1, bundle)
+    desired = desired_for(bundle, 1, "dep-1")
+    downloads = rig.data_dir / "downloads"
+    downloads.mkdir()
+    stem = f"tiny-1.0.0-{bundle.sha256[:12]}"
+    half = bundle.size // 2
+    (downloads / f"{stem}.part").write_bytes(bundle.tar.read_bytes()[:half])
+    assert rig.updater.apply(desired) is Phase.COMMITTED
+    assert rig.server.ranges == [f"bytes={half}-"]
+    assert _prediction(rig)[0] == "1.0.0"
+
+
+def test_a_downgrade_is_refused_unless_the_deployment_is_an_explicit_rollback(rig: Rig) -> None:
+    v2 = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
+    rig.publish(2, v2)
+    assert rig.updater.apply(desired_for(v2, 2, "dep-2")) is Phase.COMMITTED
+    v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
+    rig.publish(1, v1)
+    rig.reports.clear()
+    assert rig.updater.apply(desired_for(v1, 1, "dep-down")) is Phase.FAILED
+    assert "version 1.0.0 is older than the active 2.0.0" in rig.reports[-1].detail
+    assert rig.reports[-1].active_version == "2.0.0"
+    assert _prediction(rig)[0] == "2.0.0"
+    assert rig.updater.apply(desired_for(v1, 1, "dep-back", rollback=True)) is Phase.COMMITTED
+    assert _prediction(rig)[0] == "1.0.0"
+
+
+def test_a_crash_loop_in_one_state_gives_up_instead_of_looping(
+    rig: Rig, backend: OnnxRuntimeBackend
+) -> None:
+    _install_v1(rig)
+    bundle = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
+    rig.publish(2, bundle)
+    state = rig.updater.state
+    state.deployment = Deployment(
+        desired=desired_for(bundle, 2, "dep-2"),
+        state=State.STAGING,
+        entries={"downloading": 1, "verifying": 1, "staging": 3},
+        previous=state.active,
+    )
+    StateStore(rig.data_dir).save(state)
+    restarted, slot = rig.fresh_updater(backend)
+    assert restarted.restore() is not None
+    assert restarted.resume() is Phase.FAILED
+    assert rig.reports[-1].phase is Phase.FAILED
+    assert "entered staging 4 times (crash loop)" in rig.reports[-1].detail
+    assert rig.reports[-1].active_version == "1.0.0"
+    current = slot.current()
+    assert current is not None and current.version == "1.0.0"
+
+
+def test_a_restart_in_validating_rolls_back_to_the_previous_model(
+    rig: Rig, backend: OnnxRuntimeBackend
+) -> None:
+    _install_v1(rig)
+    bundle = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
+    rig.publish(2, bundle)
+    assert rig.updater.apply(desired_for(bundle, 2, "dep-2")) is Phase.COMMITTED
+    # Pretend the power went out while v2 was being validated.
+    state = rig.updater.state
+    assert state.deployment is not None
+    state.deployment.state = State.VALIDATING
+    StateStore(rig.data_dir).save(state)
+    rig.reports.clear()
+    restarted, slot = rig.fresh_updater(backend)
+    assert restarted.restore() is not None
+    assert restarted.resume() is Phase.ROLLED_BACK
+    assert rig.phases() == [Phase.ROLLING_BACK, Phase.ROLLED_BACK]
+    assert rig.reports[0].detail == "agent restarted"
+    assert (rig.reports[-1].active_model, rig.reports[-1].active_version) == ("tiny", "1.0.0")
+    current = slot.current()
+    assert current is not None and current.version == "1.0.0"
+    saved = json.loads((rig.data_dir / "state.json").read_text())
+    assert saved["active"]["version"] == "1.0.0"
+    assert saved["failed"]["dep-2"] == "rolled back: agent restarted"
+
+
+def _validate_under_traffic(rig: Rig, trap: str, bad_input: list[float]) -> list[str]:
+    _install_v1(rig)
+    bundle = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2, trap=trap)
+    rig.publish(2, bundle)
+    service = PredictionService(
+        slot=rig.slot,
+        outbox=Outbox(rig.data_dir / "outbox.sqlite"),
+        metrics=Metrics(),
+        monitor=rig.updater.health,
+    )
+    desired = desired_for(bundle, 2, "dep-2", health=HealthPolicy(window_s=20))
+    result: list[Phase | None] = []
+    worker = threading.Thread(target=lambda: result.append(rig.updater.apply(desired)))
+    worker.start()
+    failures: list[str] = []
+    try:
+        while worker.is_alive():
+            try:
+                service.predict({"input": bad_input})
+            except RuntimeBackendError as exc:
+                failures.append(str(exc))
+            time.sleep(0.002)
+    finally:
+        worker.join(timeout=30)
+        service.outbox.close()
+    assert result == [Phase.ROLLED_BACK]
+    assert rig.phases()[-3:] == [Phase.VALIDATING, Phase.ROLLING_BACK, Phase.ROLLED_BACK]
+    assert rig.reports[-1].active_version == "1.0.0"
+    assert _prediction(rig)[0] == "1.0.0"
+    assert "dep-2" in rig.updater.state.failed
+    return failures
+
+
+def test_a_model_that_returns_nan_is_rolled_back_by_itself(rig: Rig) -> None:
+    _validate_under_traffic(rig, "nan", [-1.0, 0.5, 0.5, 0.5])
+    assert "NaN outputs" in rig.reports[-2].detail
+    assert rig.reports[-1].detail.startswith("validating:")
+
+
+def test_a_model_that_fails_requests_is_rolled_back_by_itself(rig: Rig) -> None:
+    failures = _validate_under_traffic(rig, "error", [5.0, 0.5, 0.5, 0.5])
+    assert failures and "onnxruntime run failed" in failures[0]
+    assert "error rate 100.0%" in rig.reports[-2].detail
+
+
+def test_hot_swap_under_200_requests_per_second_fails_no_request(rig: Rig) -> None:
+    _install_v1(rig)
+    bundle = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
+    rig.publish(2, bundle)
+    service = PredictionService(
+        slot=rig.slot,
+        outbox=Outbox(rig.data_dir / "outbox.sqlite"),
+        metrics=Metrics(),
+        monitor=rig.updater.health,
+    )
+    api = LocalApi(service, "127.0.0.1", 0)
+    api.start()
+    stop = threading.Event()
+    outcomes: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(*api.address, timeout=10)
+        body = json.dumps({"input": [0.5, -1.0, 2.0, 0.0]})
+        while not stop.is_set():
+            began = time.monotonic()
+            conn.request("POST", "/v1/predict", body=body)
+            response = conn.getresponse()
+            payload = json.loads(response.read())
+            with lock:
+                outcomes.append((response.status, payload.get("version", payload.get("error"))))
+            stop.wait(max(0.0, 0.02 - (time.monotonic() - began)))  # 50/s per client
+        conn.close()
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for thread in clients:
+            thread.start()
+        time.sleep(0.5)
+        desired = desired_for(bundle, 2, "dep-2", health=HealthPolicy(window_s=0.5))
+        assert rig.updater.apply(desired) is Phase.COMMITTED
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=10)
+        api.stop()
+        service.close()
+        service.outbox.close()
+    statuses = {status for status, _ in outcomes}
+    versions = [version for _, version in outcomes]
+    assert statuses == {200}, [o for o in outcomes if o[0] != 200][:3]
+    assert len(outcomes) >= 200, len(outcomes)
+    assert {"1.0.0", "2.0.0"} <= set(versions)
+    # Once v2 answers, v1 never answers again (one swap, no flapping).
+    first_v2 = versions.index("2.0.0")
+    assert "1.0.0" not in versions[first_v2 + 8 :]

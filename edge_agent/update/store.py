@@ -1,7 +1,11 @@
 """The agent's persisted state (``data_dir/state.json``): written atomically, read at start.
 
-A restart reads ``active`` and serves that model at once; ``failed`` remembers deployments
-that failed for good so a retained desired state does not make the agent try them again.
+``active`` is the model served after a restart. ``deployment`` is the update in progress (or
+the last one): its desired state, the update state it was in (persisted *before* that state
+runs), how often each state was entered (the crash-loop counter), the model served before it
+(``previous``, for rollback) and the staged bundle (``candidate``). ``failed`` remembers
+deployments that failed or were rolled back, so a retained desired state does not make the
+agent try them again.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefleet.protocol.messages import DeploymentPhase
+from edge_agent.update.states import State
+from edgefleet.protocol.messages import DesiredState
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +38,16 @@ class ActiveModel(_Model):
 
 
 class Deployment(_Model):
-    deployment_id: str
-    model: str
-    version: str
-    phase: DeploymentPhase
+    desired: DesiredState
+    state: State = State.IDLE
     detail: str = ""
+    entries: dict[str, int] = Field(default_factory=dict)
+    previous: ActiveModel | None = None
+    candidate: ActiveModel | None = None
+
+    @property
+    def deployment_id(self) -> str:
+        return self.desired.deployment_id
 
 
 class AgentState(_Model):

@@ -1,0 +1,331 @@
+"""Edge agent benchmark: ratios measured side by side in one run.
+
+    .venv/bin/python bench/agent_bench.py [--quick]
+
+1. In-process predict overhead: the agent's path (run, health, metrics, sketches, outbox in
+   fast mode) vs a bare ``session.run`` on the same session and inputs, interleaved, median.
+   Goal: at most 5% at the median.
+2. HTTP throughput on loopback with concurrent keep-alive clients (no micro-batching yet).
+3. Outbox sustained records/s: durable group commit with concurrent writers vs one commit
+   per record (same SQLite settings: WAL, synchronous=FULL). Goal: >= 20,000/s and >= 100x.
+4. Resident memory of the agent's serving stack vs a bare script loading the same model in
+   the same runtime, each in a fresh process. Goal: at most 1.3x.
+
+The model is an MLP built in code (512 -> 2048 -> 2048 -> 10, float32), so that one run
+costs about what a small edge model costs; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+IN, HIDDEN, OUT = 512, 2048, 10
+THREADS = 2
+
+
+def write_model(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    dims = [IN, HIDDEN, HIDDEN, OUT]
+    nodes, inits, last = [], [], "x"
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        w = (rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"W{i}"))
+        nodes.append(helper.make_node("MatMul", [last, f"W{i}"], [f"h{i}"]))
+        last = f"h{i}"
+        if i < len(dims) - 2:
+            nodes.append(helper.make_node("Relu", [last], [f"r{i}"]))
+            last = f"r{i}"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def manifest() -> Any:
+    from edgefleet.bundle import (
+        Evidence,
+        GoldenSamples,
+        Lineage,
+        Manifest,
+        ModelInterface,
+        TensorSpec,
+    )
+
+    return Manifest(
+        name="mlp",
+        version="1.0.0",
+        profile="x86-64/avx512-vnni",
+        format="onnx",
+        precision="fp32",
+        model_file="model.onnx",
+        interface=ModelInterface(
+            inputs=(TensorSpec(name="x", dtype="float32", shape=("batch", IN)),),
+            outputs=(TensorSpec(name="y", dtype="float32", shape=("batch", OUT)),),
+        ),
+        lineage=Lineage(source_model_sha256="0" * 64, compiler_version="bench"),
+        evidence=Evidence(size_bytes=0),
+        golden=GoldenSamples(count=1, atol=1e-4),
+    )
+
+
+def build_stack(model_path: Path, outbox_path: Path, mode: str = "fast") -> Any:
+    from edge_agent.api import PredictionService
+    from edge_agent.outbox import Outbox, OutboxConfig, OutboxMode
+    from edge_agent.runtime.ort import OnnxRuntimeBackend
+    from edge_agent.serving import ModelSlot, ServedModel
+    from edge_agent.telemetry import Metrics
+    from hardware_profiles import load_profile
+
+    profile = load_profile("x86-64/avx512-vnni")
+    backend = OnnxRuntimeBackend(profile)
+    prepared = backend.prepare(model_path, manifest())
+    slot = ModelSlot()
+    slot.swap(
+        ServedModel(
+            manifest=manifest(),
+            prepared=prepared,
+            artifact_sha256="0" * 64,
+            deployment_id="bench",
+            path=model_path.parent,
+        )
+    )
+    outbox = Outbox(outbox_path, OutboxConfig(mode=OutboxMode(mode)))
+    return PredictionService(slot=slot, outbox=outbox, metrics=Metrics(), device_id="bench")
+
+
+def bench_overhead(workdir: Path, iterations: int) -> dict[str, float]:
+    model_path = workdir / "model.onnx"
+    service = build_stack(model_path, workdir / "overhead.sqlite")
+    model = service.slot.current()
+    session = model.prepared._session  # the very same session the agent runs
+    rng = np.random.default_rng(1)
+    example = rng.normal(size=(IN,)).astype(np.float32)
+    batch = example[np.newaxis, :]
+    for _ in range(50):
+        session.run(["y"], {"x": batch})
+        service.predict_examples([example])
+    bare, agent = [], []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        session.run(["y"], {"x": batch})
+        t1 = time.perf_counter()
+        service.predict_examples([example])
+        t2 = time.perf_counter()
+        bare.append(t1 - t0)
+        agent.append(t2 - t1)
+    service.outbox.close()
+    bare_ms, agent_ms = statistics.median(bare) * 1e3, statistics.median(agent) * 1e3
+    return {"bare_ms": bare_ms, "agent_ms": agent_ms, "overhead": agent_ms / bare_ms - 1}
+
+
+def bench_http(workdir: Path, seconds: float, clients: int) -> dict[str, float]:
+    from edge_agent.api import LocalApi
+
+    service = build_stack(workdir / "model.onnx", workdir / "http.sqlite", mode="durable")
+    api = LocalApi(service, "127.0.0.1", 0)
+    api.start()
+    body = json.dumps({"input": np.zeros(IN, np.float32).tolist()})
+    counts = [0] * clients
+    errors = [0] * clients
+    stop = threading.Event()
+
+    def client(index: int) -> None:
+        conn = http.client.HTTPConnection(*api.address, timeout=10)
+        while not stop.is_set():
+            conn.request("POST", "/v1/predict", body=body)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                counts[index] += 1
+            else:
+                errors[index] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    api.stop()
+    service.close()
+    service.outbox.close()
+    return {"rps": sum(counts) / elapsed, "errors": float(sum(errors))}
+
+
+def _record(n: int) -> dict[str, Any]:
+    return {
+        "record_id": f"{n:032x}",
+        "device": "bench",
+        "model": "mlp",
+        "model_version": "1.0.0",
+        "artifact_sha256": "0" * 64,
+        "input_digest": "f" * 64,
+        "output": [0.1] * OUT,
+        "latency_ms": 0.5,
+        "ts": 1.7e9,
+    }
+
+
+def bench_outbox(workdir: Path, seconds: float, writers: int) -> dict[str, float]:
+    from edge_agent.outbox import Outbox, OutboxConfig
+
+    outbox = Outbox(workdir / "group.sqlite", OutboxConfig(max_bytes=1 << 40))
+    stop = threading.Event()
+    counts = [0] * writers
+
+    def writer(index: int) -> None:
+        n = index << 32
+        while not stop.is_set():
+            outbox.write([_record(n)])  # durable: returns after the commit
+            n += 1
+            counts[index] += 1
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    stats = outbox.stats()
+    outbox.close()
+    group = sum(counts) / elapsed
+
+    db = sqlite3.connect(workdir / "single.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT, size INT)")
+    single_count = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        row = json.dumps(_record(single_count))
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO outbox (record, size) VALUES (?, ?)", (row, len(row)))
+        db.execute("COMMIT")
+        single_count += 1
+    single = single_count / (time.perf_counter() - started)
+    db.close()
+    return {
+        "group_rps": group,
+        "single_rps": single,
+        "ratio": group / single,
+        "records_per_commit": stats.committed / max(stats.commits, 1),
+    }
+
+
+_RSS_BARE = """
+import sys, numpy as np, onnxruntime as ort, psutil
+options = ort.SessionOptions(); options.intra_op_num_threads = {threads}
+cpu = ["CPUExecutionProvider"]
+session = ort.InferenceSession(sys.argv[1], sess_options=options, providers=cpu)
+x = np.zeros((1, {inp}), np.float32)
+for _ in range(200):
+    session.run(None, {{"x": x}})
+print(psutil.Process().memory_info().rss)
+"""
+
+_RSS_AGENT = """
+import sys
+from pathlib import Path
+import numpy as np, psutil
+sys.path.insert(0, {root!r})
+from bench.agent_bench import build_stack
+from edge_agent.api import LocalApi
+service = build_stack(Path(sys.argv[1]), Path(sys.argv[2]), mode="durable")
+api = LocalApi(service, "127.0.0.1", 0); api.start()
+x = np.zeros({inp}, np.float32)
+for _ in range(200):
+    service.predict_examples([x])
+print(psutil.Process().memory_info().rss)
+api.stop(); service.outbox.close()
+"""
+
+
+def bench_rss(workdir: Path) -> dict[str, float]:
+    model = str(workdir / "model.onnx")
+    root = str(Path(__file__).resolve().parent.parent)
+
+    def run(code: str, *args: str) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout.strip().splitlines()[-1])
+
+    bare = run(_RSS_BARE.format(threads=THREADS, inp=IN), model)
+    agent = run(_RSS_AGENT.format(root=root, inp=IN), model, str(workdir / "rss.sqlite"))
+    return {"bare_mb": bare / 2**20, "agent_mb": agent / 2**20, "ratio": agent / bare}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Shorter runs (for CI smoke).")
+    args = parser.parse_args()
+    seconds = 1.0 if args.quick else 3.0
+    iterations = 500 if args.quick else 3000
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        write_model(workdir / "model.onnx")
+        overhead = bench_overhead(workdir, iterations)
+        http_rows = [(c, bench_http(workdir, seconds, c)) for c in (1, 4, 16)]
+        outbox = bench_outbox(workdir, seconds, writers=64)
+        rss = bench_rss(workdir)
+    rows = [
+        ("predict, bare session.run (median)", f"{overhead['bare_ms']:.3f} ms", ""),
+        ("predict, agent in-process (median)", f"{overhead['agent_ms']:.3f} ms",
+         f"overhead {overhead['overhead']:+.1%} (goal <= +5%)"),
+    ]  # fmt: skip
+    for clients, result in http_rows:
+        rows.append(
+            (
+                f"HTTP predict, {clients} clients, durable",
+                f"{result['rps']:,.0f} req/s",
+                f"{result['errors']:.0f} errors; no micro-batching",
+            )
+        )
+    rows += [
+        ("outbox, one commit per record", f"{outbox['single_rps']:,.0f} rec/s", ""),
+        ("outbox, durable group commit (64 writers)", f"{outbox['group_rps']:,.0f} rec/s",
+         f"{outbox['ratio']:.0f}x, {outbox['records_per_commit']:.1f} rec/commit "
+         "(goal >= 20,000/s, >= 100x)"),
+        ("RSS, bare onnxruntime script", f"{rss['bare_mb']:.1f} MiB", ""),
+        ("RSS, agent serving stack", f"{rss['agent_mb']:.1f} MiB",
+         f"{rss['ratio']:.2f}x (goal <= 1.3x)"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, note in rows:
+        sys.stdout.write(f"{name:<{width}}  {value:>16}  {note}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Shadow mode: a candidate model runs beside the active one on a sampled share of requests.
+
+The serving path only calls :meth:`ShadowRunner.offer`, which samples and puts the request
+in a bounded queue without waiting (a full queue skips the sample and counts it), so the
+candidate never slows or fails a request. A worker thread runs the candidate and compares its
+first output with what the active model answered: top-1 agreement (argmax over the last axis)
+and the mean absolute difference, plus the candidate's latency and errors, per telemetry
+window (:meth:`ShadowRunner.take`).
+
+:func:`check_memory` refuses to start a shadow when memory cannot hold both models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from edge_agent.errors import RuntimeBackendError, UpdateError
+from edge_agent.runtime.base import Array
+from edge_agent.serving import ServedModel
+from edgefleet.protocol.messages import ShadowStats
+from hardware_profiles.schema import HardwareProfile
+
+log = logging.getLogger(__name__)
+
+MEMORY_FACTOR = 4.0  # resident bytes per byte of model file, a conservative estimate
+_Item = tuple[list[Array], list[Array]]
+
+
+def model_bytes(path: Path) -> int:
+    return (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else (path.stat().st_size)
+    )
+
+
+def check_memory(
+    candidate_bytes: int,
+    active_bytes: int,
+    profile: HardwareProfile,
+    *,
+    factor: float = MEMORY_FACTOR,
+    available: int | None = None,
+) -> None:
+    """Raise UpdateError when both models (file size x ``factor``) do not fit in memory.
+
+    The limit is the smaller of what the OS reports available and the profile's declared
+    application memory (``hardware.memory_mb``).
+    """
+    free = psutil.virtual_memory().available if available is None else available
+    limits = [("available memory", int(free))]
+    declared = profile.hardware.memory_mb
+    if declared is not None:
+        limits.append((f"profile {profile.tag} memory", declared << 20))
+    need = int((candidate_bytes + active_bytes) * factor)
+    name, limit = min(limits, key=lambda item: item[1])
+    if need > limit:
+        raise UpdateError(
+            f"shadow: both models need about {need >> 20} MiB ({factor:g} x "
+            f"{(candidate_bytes + active_bytes) >> 10} KiB of model files) but {name} is "
+            f"{limit >> 20} MiB; not starting the shadow"
+        )
+
+
+@dataclass
+class _Window:
+    compared: int = 0
+    agree: int = 0
+    abs_diff_sum: float = 0.0
+    errors: int = 0
+    skipped: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class ShadowRunner:
+    def __init__(
+        self, candidate: ServedModel, *, sample_rate: float = 1.0, queue_size: int = 256
+    ) -> None:
+        self.candidate = candidate
+        self.sample_rate = sample_rate
+        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_size)
+        self._lock = threading.Lock()
+        self._window = _Window()
+        self._thread = threading.Thread(target=self._run, name="edgefleet-shadow", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info(
+            "shadow: running %s %s on %.0f%% of requests",
+            self.candidate.name,
+            self.candidate.version,
+            self.sample_rate * 100,
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=5)
+        self._thread.join(timeout=5)
+
+    def offer(self, examples: Sequence[Array], results: Sequence[Sequence[Array]]) -> None:
+        """Called on the serving path: sample, enqueue without blocking, return."""
+        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+            return
+        try:
+            self._queue.put_nowait((list(examples), [result[0] for result in results]))
+        except queue.Full:
+            with self._lock:
+                self._window.skipped += 1
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until the queue is empty (for tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self._queue.unfinished_tasks
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._compare(*item)
+            finally:
+                self._queue.task_done()
+
+    def _compare(self, examples: list[Array], primary: list[Array]) -> None:
+        started = time.perf_counter()
+        try:
+            results = self.candidate.run_examples(examples)
+        except RuntimeBackendError as exc:
+            log.debug("shadow candidate failed: %s", exc)
+            with self._lock:
+                self._window.errors += 1
+            return
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        agree, diff = 0, 0.0
+        for mine, theirs in zip((r[0] for r in results), primary, strict=True):
+            a, b = np.asarray(mine, np.float64), np.asarray(theirs, np.float64)
+            if a.shape != b.shape:
+                continue
+            diff += float(np.mean(np.abs(a - b))) if a.size else 0.0
+            if a.size and int(np.argmax(a)) == int(np.argmax(b)):
+                agree += 1
+        with self._lock:
+            window = self._window
+            window.compared += len(examples)
+            window.agree += agree
+            window.abs_diff_sum += diff
+            window.latencies_ms.append(latency_ms)
+
+    def take(self) -> ShadowStats:
+        """Close the window: agreement and latency since the last call."""
+        with self._lock:
+            window, self._window = self._window, _Window()
+        latencies = np.asarray(window.latencies_ms, dtype=np.float64)
+        compared = window.compared
+        return ShadowStats(
+            model=self.candidate.name,
+            version=self.candidate.version,
+            compared=compared,
+            top1_agreement=window.agree / compared if compared else None,
+            mean_abs_diff=window.abs_diff_sum / compared if compared else None,
+            latency_p50_ms=float(np.percentile(latencies, 50)) if latencies.size else None,
+            latency_p95_ms=float(np.percentile(latencies, 95)) if latencies.size else None,
+            errors=window.errors,
+        )

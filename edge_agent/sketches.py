@@ -1,0 +1,89 @@
+"""Mergeable per-feature sketches for drift monitoring: Welford mean/M2, min, max, histogram.
+
+A :class:`SketchSet` follows up to ``max_features`` flat positions of each example (evenly
+spaced when the example is larger), so its cost per request is bounded whatever the input
+size. Batches are merged with Chan's parallel update, so one request of N examples costs a
+few vector operations, not N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.protocol.messages import FeatureSketch, Histogram
+
+DEFAULT_BOUNDS: tuple[float, ...] = (-10.0, -3.0, -1.0, -0.3, 0.0, 0.3, 1.0, 3.0, 10.0)
+Floats = npt.NDArray[np.float64]
+
+
+class SketchSet:
+    """Sketches of one tensor per example (not thread-safe: the caller holds a lock)."""
+
+    def __init__(self, max_features: int = 32, bounds: Sequence[float] = DEFAULT_BOUNDS) -> None:
+        self.max_features = max_features
+        self.bounds = np.asarray(bounds, dtype=np.float64)
+        self._index: npt.NDArray[np.int64] | None = None
+        self._width = -1
+        self.count = 0
+        self.mean: Floats = np.zeros(0)
+        self.m2: Floats = np.zeros(0)
+        self.min: Floats = np.zeros(0)
+        self.max: Floats = np.zeros(0)
+        self.hist: npt.NDArray[np.int64] = np.zeros((0, 0), dtype=np.int64)
+
+    def add(self, batch: npt.NDArray[np.generic]) -> None:
+        """Add examples: ``batch`` has the examples on its first axis."""
+        flat = np.asarray(batch, dtype=np.float64).reshape(len(batch), -1)
+        if flat.shape[1] != self._width:
+            self._reset(flat.shape[1])
+        assert self._index is not None
+        values = flat[:, self._index]
+        finite = np.isfinite(values).all(axis=1)
+        values = values[finite]
+        n = len(values)
+        if n == 0:
+            return
+        mean = values.mean(axis=0)
+        m2 = ((values - mean) ** 2).sum(axis=0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+        self.min = np.minimum(self.min, values.min(axis=0))
+        self.max = np.maximum(self.max, values.max(axis=0))
+        width = len(self.bounds) + 1
+        buckets = np.searchsorted(self.bounds, values, side="left")
+        buckets += np.arange(values.shape[1]) * width
+        counts = np.bincount(buckets.ravel(), minlength=values.shape[1] * width)
+        self.hist += counts.reshape(values.shape[1], width)
+
+    def _reset(self, width: int) -> None:
+        k = min(width, self.max_features)
+        self._index = np.unique(np.linspace(0, width - 1, k).round().astype(np.int64))
+        k = len(self._index)
+        self._width = width
+        self.count = 0
+        self.mean, self.m2 = np.zeros(k), np.zeros(k)
+        self.min, self.max = np.full(k, np.inf), np.full(k, -np.inf)
+        self.hist = np.zeros((k, len(self.bounds) + 1), dtype=np.int64)
+
+    def sketches(self) -> tuple[FeatureSketch, ...]:
+        if self.count == 0 or self._index is None:
+            return ()
+        bounds = tuple(float(b) for b in self.bounds)
+        return tuple(
+            FeatureSketch(
+                index=int(index),
+                count=self.count,
+                mean=float(self.mean[i]),
+                m2=max(0.0, float(self.m2[i])),
+                min=float(self.min[i]),
+                max=float(self.max[i]),
+                histogram=Histogram(bounds=bounds, counts=tuple(int(c) for c in self.hist[i])),
+            )
+            for i, index in enumerate(self._index)
+        )
