@@ -18,26 +18,22 @@ serving never fails because of the log. In fast mode ``"logged"`` is null.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
-import numpy as np
-
 from edge_agent.errors import AgentError, InputError, RuntimeBackendError
 from edge_agent.health import HealthMonitor
-from edge_agent.outbox import Outbox, OutboxMode
+from edge_agent.outbox import Outbox
+from edge_agent.recording import Done, Recorder, RecordIds
 from edge_agent.runtime.base import Array
-from edge_agent.serving import ModelSlot, ServedModel, count_nan
+from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.shadow import ShadowRunner
 from edge_agent.telemetry import Metrics
 from edgefleet.errors import EdgefleetError
@@ -69,6 +65,18 @@ class PredictionService:
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _running: int = field(default=0, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
+    _ids: RecordIds = field(default_factory=RecordIds, init=False, repr=False)
+    recorder: Recorder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.recorder = Recorder(
+            outbox=self.outbox,
+            metrics=self.metrics,
+            monitor=self.monitor,
+            device_id=self.device_id,
+            input_sample_rate=self.input_sample_rate,
+            on_recorded=lambda: self.on_recorded(),
+        )
 
     def predict(self, body: Any) -> dict[str, Any]:
         """Validate, run, log to the outbox (committed), and answer."""
@@ -87,7 +95,9 @@ class PredictionService:
         """Refuse new predictions and wait for those running; True when all finished."""
         with self._cond:
             self._closed = True
-            return self._cond.wait_for(lambda: self._running == 0, timeout)
+            finished = self._cond.wait_for(lambda: self._running == 0, timeout)
+        self.recorder.close()
+        return finished
 
     def _predict(self, body: Any) -> dict[str, Any]:
         model = self.slot.current()
@@ -142,14 +152,13 @@ class PredictionService:
             self.monitor.record(model.artifact_sha256, None, error=True)
             raise
         latency_ms = (time.perf_counter() - started) * 1000.0
-        nan = count_nan(results)
-        self.monitor.record(model.artifact_sha256, latency_ms, nan=nan)
-        self.metrics.observe(np.stack(examples), np.stack([result[0] for result in results]))
         if self.shadow is not None:
             self.shadow.offer(examples, results)
         outputs = [model.to_json(result) for result in results]
-        record_ids, logged = self._record(model, examples, outputs, latency_ms / len(examples))
-        self.metrics.record_request(latency_ms, count=len(examples), nan=nan)
+        record_ids = self._ids.take(len(examples))
+        logged = self.recorder.record(
+            Done(model, examples, results, outputs, record_ids, latency_ms, time.time())
+        )
         return {
             "outputs": outputs,
             "record_ids": record_ids,
@@ -158,35 +167,6 @@ class PredictionService:
             "latency_ms": latency_ms,
             "logged": logged,
         }
-
-    def _record(
-        self, model: ServedModel, examples: list[Array], outputs: list[Any], latency_ms: float
-    ) -> tuple[list[str], bool | None]:
-        """Log one record per example; returns the record ids and whether they are stored
-        (None in fast mode, where the commit follows the response)."""
-        now = time.time()
-        rate = self.input_sample_rate
-        records = [
-            {
-                "record_id": uuid.uuid4().hex,
-                "device": self.device_id,
-                "model": model.name,
-                "model_version": model.version,
-                "artifact_sha256": model.artifact_sha256,
-                "input_digest": input_digest(example),
-                "input": example.tolist() if rate and random.random() < rate else None,
-                "output": output,
-                "latency_ms": latency_ms,
-                "ts": now,
-            }
-            for example, output in zip(examples, outputs, strict=True)
-        ]
-        ticket = self.outbox.write(records)
-        self.on_recorded()
-        durable = self.outbox.config.mode is OutboxMode.DURABLE
-        return [str(record["record_id"]) for record in records], (
-            ticket.stored if durable else None
-        )
 
     def health(self) -> tuple[int, dict[str, Any]]:
         model = self.slot.current()
@@ -212,13 +192,6 @@ class PredictionService:
             "example_shape": list(model.example_shape),
             "interface": manifest.interface.model_dump(mode="json"),
         }
-
-
-def input_digest(example: Array) -> str:
-    """sha256 over dtype, shape and the raw bytes of one example."""
-    digest = hashlib.sha256(f"{example.dtype.str}{example.shape}".encode())
-    digest.update(example.tobytes())
-    return digest.hexdigest()
 
 
 class _Server(ThreadingHTTPServer):

@@ -6,9 +6,13 @@ requests share the cost of a commit. Two modes:
 
 - ``durable``: :meth:`Outbox.write` waits for the ticket, so a prediction whose response
   was returned is on disk. Under load a commit carries many records.
-- ``fast``: :meth:`Outbox.write` returns at once. What a power cut can lose is what is
-  queued: at most the records of one commit in progress plus those that arrived during it
-  (the writer starts the next commit as soon as the last one returns).
+- ``fast``: :meth:`Outbox.write` returns at once. The writer wakes at most once per
+  ``commit_interval`` and commits everything queued, so what a power cut can lose is bounded
+  by that interval plus the commit in progress.
+
+The records of one commit share one :class:`threading.Event` (a condition per group, not per
+record), and a submit wakes the writer only when it is idle, so a busy writer costs the
+serving path one lock and a list append.
 
 Bounded by ``max_bytes`` of record payload with an explicit policy: ``drop_oldest`` deletes
 the oldest records (delivered or not) to make room, ``reject_new`` refuses the new ones.
@@ -65,6 +69,8 @@ class OutboxConfig:
     policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
     max_queue: int = 100_000
     synchronous: str = "FULL"
+    commit_interval: float = 0.01
+    """Fast mode: seconds the writer lets records gather before a commit (the loss window)."""
     max_db_pages: int | None = None
     """A hard cap on the database file (SQLite ``max_page_count``); reaching it is handled
     exactly like a full disk."""
@@ -90,7 +96,8 @@ class Ticket:
     """One submitted group of records; ``wait`` returns their seqs ([] when not stored)."""
 
     rows: list[str]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event
+    """Shared by every ticket of one group commit."""
     seqs: list[int] = field(default_factory=list)
     stored: bool = False
 
@@ -123,7 +130,9 @@ class Outbox:
         self._read_lock = threading.Lock()
         self._cond = threading.Condition()
         self._queue: list[Ticket] = []
+        self._group = threading.Event()
         self._queued = 0
+        self._idle = False
         self._closing = False
         self._stats = OutboxStats()
         self._writer = threading.Thread(target=self._run, name="edgefleet-outbox", daemon=True)
@@ -141,15 +150,18 @@ class Outbox:
 
     def submit(self, records: Sequence[Mapping[str, Any]]) -> Ticket:
         """Queue records for the next group commit (every PredictionRecord field but seq)."""
-        ticket = Ticket([json.dumps({k: v for k, v in r.items() if k != "seq"}) for r in records])
+        rows = [json.dumps({k: v for k, v in r.items() if k != "seq"}) for r in records]
         with self._cond:
             while self._queued >= self.config.max_queue and not self._closing:
                 self._cond.wait(0.1)  # back-pressure: the writer is far behind
             if self._closing:
                 raise AgentError(f"{self.path}: the outbox is closed")
+            ticket = Ticket(rows, self._group)
             self._queue.append(ticket)
-            self._queued += len(ticket.rows)
-            self._cond.notify_all()
+            self._queued += len(rows)
+            if self._idle:
+                self._idle = False
+                self._cond.notify_all()
         return ticket
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> Ticket:
@@ -170,23 +182,28 @@ class Outbox:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is committed (or dropped)."""
         with self._cond:
-            last = self._queue[-1] if self._queue else None
-        return last is None or last.done.wait(timeout)
+            group = self._group if self._queue else None
+        return group is None or group.wait(timeout)
 
     def _run(self) -> None:
+        fast = self.config.mode is OutboxMode.FAST
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
+                    self._idle = True
                     self._cond.wait()
+                self._idle = False
                 if not self._queue:
                     return
-                batch, self._queue, self._queued = self._queue, [], 0
+                if fast and not self._closing:  # let a commit interval's records gather
+                    self._cond.wait(self.config.commit_interval)
+                batch, group = self._queue, self._group
+                self._queue, self._group, self._queued = [], threading.Event(), 0
                 self._cond.notify_all()
             try:
                 self._commit(batch)
             finally:
-                for ticket in batch:
-                    ticket.done.set()
+                group.set()
 
     def _commit(self, batch: list[Ticket]) -> None:
         with self._write_lock:

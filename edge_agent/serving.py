@@ -87,7 +87,8 @@ class ServedModel:
         """Run examples; returns, per example, the outputs in manifest order."""
         spec = self.input_spec
         if self.batch_axis == "dynamic" and examples:
-            outputs = self.prepared.run({spec.name: np.stack(examples)})
+            batch = examples[0][np.newaxis] if len(examples) == 1 else np.stack(examples)
+            outputs = self.prepared.run({spec.name: batch})
             return [[output[index] for output in outputs] for index in range(len(examples))]
         results: list[list[Array]] = []
         for example in examples:

@@ -15,7 +15,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +100,12 @@ class Metrics:
         with self._lock:
             self._window.inputs.add(inputs)
             self._window.outputs.add(outputs)
+
+    def observe_examples(self, inputs: Sequence[Array], outputs: Sequence[Array]) -> None:
+        """Like :meth:`observe`, for lists of per-example arrays (no stacking)."""
+        with self._lock:
+            self._window.inputs.add_examples(inputs)
+            self._window.outputs.add_examples(outputs)
 
     def take(self) -> WindowSummary:
         """Close the window and start a new one."""

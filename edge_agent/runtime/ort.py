@@ -123,6 +123,9 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = self.threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # Spinning intra-op workers burn a core after every run; on a device they steal it
+        # from the agent's own threads (and from the battery) for no latency gain.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(
                 str(model_path), sess_options=options, providers=providers

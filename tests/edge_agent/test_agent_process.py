@@ -56,7 +56,7 @@ class AgentProcess:
         addr_file = self.data_dir / "agent.addr"
         wait_for(
             lambda: addr_file.exists() or self.process is None or self.process.poll() is not None,
-            timeout=30,
+            timeout=60,
             what="agent.addr",
         )
         assert self.process.poll() is None, self.log()
@@ -80,7 +80,7 @@ class AgentProcess:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        code = self.process.wait(timeout=20)
+        code = self.process.wait(timeout=30)
         self.process = None
         return code
 

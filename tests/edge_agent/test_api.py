@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.api import LocalApi, PredictionService, input_digest
-from edge_agent.outbox import Outbox
+from edge_agent.api import LocalApi, PredictionService
+from edge_agent.outbox import Outbox, OutboxConfig, OutboxMode
+from edge_agent.recording import input_digest
 from edge_agent.runtime.ort import OnnxRuntimeBackend
 from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.telemetry import Metrics
@@ -210,3 +211,26 @@ def test_swap_under_load_never_drops_or_mixes_a_request(
         thread.join()
     assert failures == []
     assert service.outbox.depth() == service.metrics.total_requests > 40
+
+
+def test_fast_mode_records_off_the_serving_path_and_close_commits_them(
+    tmp_path: Path, backend: OnnxRuntimeBackend
+) -> None:
+    outbox = Outbox(tmp_path / "fast.sqlite", OutboxConfig(mode=OutboxMode.FAST))
+    metrics = Metrics()
+    service = PredictionService(slot=ModelSlot(), outbox=outbox, metrics=metrics)
+    service.slot.swap(served(tmp_path, backend, 1))
+    x = np.array([1, 2, 3, 4], dtype=np.float32)
+    answers = [service.predict_examples([x + n]) for n in range(50)]
+    assert all(answer["logged"] is None for answer in answers)
+    ids = [answer["record_ids"][0] for answer in answers]
+    assert len(set(ids)) == 50 and all(len(i) == 32 for i in ids)
+    assert service.close()  # records what is queued
+    outbox.close()
+    reopened = Outbox(tmp_path / "fast.sqlite")
+    records = reopened.pending(100)
+    assert [r.record_id for r in records] == ids
+    assert records[7].input_digest == input_digest(x + 7)
+    assert metrics.total_requests == 50
+    assert metrics.take().input_sketches[0].count == 50
+    reopened.close()

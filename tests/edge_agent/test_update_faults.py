@@ -37,6 +37,10 @@ pytestmark = pytest.mark.e2e
 TERMINAL = {Phase.COMMITTED, Phase.ROLLED_BACK, Phase.FAILED}
 
 # (pause in, on the restart pause in (or None), version deployed, outcome, version served after)
+# Generous bounds for process-level waits: each returns as soon as its condition holds, and a
+# loaded 2-core machine can take many seconds to start an agent (imports, model load).
+SLOW = 60.0
+
 CHAIN: list[tuple[str, str | None, str, Phase, str]] = [
     ("downloading", None, "2.0.0", Phase.COMMITTED, "2.0.0"),
     ("verifying", None, "3.0.0", Phase.COMMITTED, "3.0.0"),
@@ -100,25 +104,29 @@ def test_sigkill_in_every_update_state_ends_on_a_consistent_reported_model(
 
         agent = launch(f"{CHAIN[0][0]}@{CHAIN[0][2]}")
         fleet.publish_desired(desired_for(bundles["1.0.0"][1], 1, "dep-1.0.0"))
-        wait_for(lambda: _final(fleet, "dep-1.0.0"), timeout=20, what="v1 committed")
+        wait_for(lambda: _final(fleet, "dep-1.0.0"), timeout=SLOW, what="v1 committed")
 
         for step, (pause, pause_again, version, outcome, serving) in enumerate(CHAIN):
             artifact_id, bundle = bundles[version]
             deployment_id = f"dep-{version}"
             fleet.publish_desired(desired_for(bundle, artifact_id, deployment_id))
             marker = agent_dir / f"paused-in-{pause}"
-            wait_for(marker.exists, timeout=20, what=f"pause in {pause} ({agent.log()[-2000:]})")
+            wait_for(marker.exists, timeout=SLOW, what=f"pause in {pause} ({agent.log()[-2000:]})")
             assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
             marker.unlink()
             if pause_again is not None:  # killed a second time, while rolling back
                 agent = launch(f"{pause_again}@{version}")
                 again = agent_dir / f"paused-in-{pause_again}"
-                wait_for(again.exists, timeout=20, what=f"pause in {pause_again}")
+                wait_for(again.exists, timeout=SLOW, what=f"pause in {pause_again}")
                 assert agent.stop(signal.SIGKILL) == -signal.SIGKILL
                 again.unlink()
             following = CHAIN[step + 1] if step + 1 < len(CHAIN) else None
             agent = launch(f"{following[0]}@{following[2]}" if following else None)
-            wait_for(lambda: _final(fleet, deployment_id), timeout=20, what=f"{version} ends")  # noqa: B023
+            wait_for(
+                lambda: _final(fleet, deployment_id),  # noqa: B023
+                timeout=SLOW,
+                what=f"{version} ends ({agent.log()[-2000:]})",
+            )
             final = _final(fleet, deployment_id)
             assert final is not None
             assert final.phase is outcome, (pause, final)
@@ -130,6 +138,10 @@ def test_sigkill_in_every_update_state_ends_on_a_consistent_reported_model(
             assert state["deployment"]["state"] == outcome.value, pause
             if outcome is Phase.ROLLED_BACK:
                 assert deployment_id in state["failed"]
-            wait_for(lambda: fleet.of("status")[-1].active_version == serving, what="status")  # noqa: B023
+            wait_for(
+                lambda: fleet.of("status")[-1].active_version == serving,  # noqa: B023
+                timeout=SLOW,
+                what="status",
+            )
         assert agent.stop() == 0
         fleet.clear_retained()

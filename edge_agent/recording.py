@@ -1,0 +1,172 @@
+"""What happens to a prediction after the model ran: the outbox record, health, metrics.
+
+In durable mode :meth:`Recorder.record` does it all on the request's thread, because the
+record must be committed before the response. In fast mode the request only appends one
+item to a list; a background thread, woken at most once per ``interval``, digests the
+inputs, counts NaN outputs, feeds the health monitor, the metrics and the sketches, and
+hands the records to the outbox, in bulk. The serving path then costs a lock and an append
+on top of the model run, and the loss window is ``interval`` plus the outbox's
+``commit_interval``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edge_agent.health import HealthMonitor
+from edge_agent.outbox import Outbox, OutboxMode
+from edge_agent.runtime.base import Array
+from edge_agent.serving import ServedModel, count_nan
+from edge_agent.telemetry import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def input_digest(example: Array) -> str:
+    """sha256 over dtype, shape and the raw bytes of one example."""
+    digest = hashlib.sha256(f"{example.dtype.str}{example.shape}".encode())
+    digest.update(example.tobytes())
+    return digest.hexdigest()
+
+
+class RecordIds:
+    """32 hex digits like ``uuid4().hex``: 64 random bits per process, then a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big") << 16)
+
+    def take(self, count: int) -> list[str]:
+        prefix, counter = self._prefix, self._counter
+        return [f"{prefix}{next(counter):016x}" for _ in range(count)]
+
+
+@dataclass
+class Done:
+    """One prediction (one or more examples) waiting to be recorded."""
+
+    model: ServedModel
+    examples: Sequence[Array]
+    results: Sequence[Sequence[Array]]
+    outputs: list[object]
+    record_ids: list[str]
+    latency_ms: float
+    ts: float
+
+
+class Recorder:
+    """Records predictions; durable: inline, fast: in bulk on a background thread."""
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        metrics: Metrics,
+        monitor: HealthMonitor,
+        device_id: str,
+        input_sample_rate: float,
+        on_recorded: Callable[[], None],
+        interval: float = 0.01,
+    ) -> None:
+        self.outbox = outbox
+        self.metrics = metrics
+        self.monitor = monitor
+        self.device_id = device_id
+        self.input_sample_rate = input_sample_rate
+        self.on_recorded = on_recorded
+        self.interval = interval
+        self.durable = outbox.config.mode is OutboxMode.DURABLE
+        self._cond = threading.Condition()
+        self._items: list[Done] = []
+        self._idle = False
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        if not self.durable:
+            self._thread = threading.Thread(target=self._loop, name="edgefleet-record", daemon=True)
+            self._thread.start()
+
+    def record(self, done: Done) -> bool | None:
+        """Durable: True when the records are committed, False when the outbox dropped
+        them. Fast: None (the commit follows the response)."""
+        if self.durable:
+            return self._process([done])
+        with self._cond:
+            self._items.append(done)
+            if self._idle:
+                self._idle = False
+                self._cond.notify()
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closing:
+                    self._idle = True
+                    self._cond.wait()
+                self._idle = False
+                if not self._items:
+                    return
+                if not self._closing:
+                    self._cond.wait(self.interval)
+                items, self._items = self._items, []
+            try:
+                self._process(items)
+            except Exception:
+                log.exception("recording %d predictions failed", len(items))
+
+    def _process(self, items: Sequence[Done]) -> bool:
+        records: list[dict[str, object]] = []
+        rate = self.input_sample_rate
+        for done in items:
+            model = done.model
+            nan = count_nan(done.results)
+            self.monitor.record(model.artifact_sha256, done.latency_ms, nan=nan)
+            self.metrics.observe_examples(done.examples, [result[0] for result in done.results])
+            self.metrics.record_request(done.latency_ms, count=len(done.examples), nan=nan)
+            per_example = done.latency_ms / len(done.examples)
+            records.extend(
+                {
+                    "record_id": record_id,
+                    "device": self.device_id,
+                    "model": model.name,
+                    "model_version": model.version,
+                    "artifact_sha256": model.artifact_sha256,
+                    "input_digest": input_digest(example),
+                    "input": example.tolist() if rate and random.random() < rate else None,
+                    "output": output,
+                    "latency_ms": per_example,
+                    "ts": done.ts,
+                }
+                for record_id, example, output in zip(
+                    done.record_ids, done.examples, done.outputs, strict=True
+                )
+            )
+        ticket = self.outbox.write(records)
+        self.on_recorded()
+        return ticket.stored
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Fast mode: wait until everything recorded so far reached the outbox's queue."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._items and (self._idle or self._thread is None):
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def close(self) -> None:
+        """Record what is queued and stop the background thread."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
