@@ -3,6 +3,10 @@ ratio to fp32 (interleaved runs, onnxruntime CPU, 1 thread) and the accuracy del
 
     .venv/bin/python bench/compile_bench.py [--profiles TAG ...] [--resolution 128]
 
+Compression (digits CNN): 50% channel pruning with 2 fine-tune epochs (target: file >= 1.8x
+smaller, at most 2 points lost) and a distilled student (target: <= 25% of the parameters,
+>= 95% of the teacher's accuracy).
+
 Models: the digits CNN (trained on scikit-learn digits; accuracy on its test split) and a
 ResNet-18 (11.7M parameters, plain torch, random weights; top-1 agreement and cosine against
 fp32 on random inputs). Each profile's preferred candidate is built with the compiler's own
@@ -144,11 +148,74 @@ def bench_model(
         )
 
 
+def bench_compression(work: Path, runs: int) -> None:
+    """Digits CNN: 50% channel pruning + 2 fine-tune epochs, and a distilled student."""
+    import torch
+
+    from compiler.distill import DistillSettings, distill
+    from compiler.examples.digits import load_split, small_cnn, trained_cnn
+    from compiler.passes.prune_channels import PruneChannels, PruneConfig
+    from compiler.torch_state import count_parameters, save_student
+
+    module, example = trained_cnn()
+    x_train, x_test, y_train, y_test = load_split()
+    context = PassContext(workdir=work, torch_model=TorchModel(module, example))
+    cache = PassCache(None)
+    export = [ExportOnnx(ExportConfig()), CleanupOnnx(CleanupConfig())]
+    start = Artifact(Format.TORCH, "digits")
+    fp32 = Pipeline(export, source=Format.TORCH).run(start, context, cache)
+    host = HostModel(fp32.file)
+    float_acc = float(np.mean(host.run(x_test).argmax(1) == y_test))
+    print(
+        f"\ndigits-cnn compression: fp32 {fp32.file.stat().st_size / 1e3:.0f} kB, "
+        f"top-1 {float_acc:.2%}"
+    )
+    print(
+        f"{'variant':34} {'params':>7} {'size':>6} {'lat b=32':>9} {'top-1 delta':>12} {'build':>7}"
+    )
+    started = time.perf_counter()
+    prune = PruneChannels(
+        PruneConfig(ratio=0.5, fine_tune_epochs=2, train_step="compiler.examples.digits:fine_tune")
+    )
+    pruned = Pipeline([prune, *export], source=Format.TORCH).run(start, context, cache)
+    variants = [("prune 50% channels + 2 ep fine-tune", pruned, time.perf_counter() - started)]
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    result = distill(module, small_cnn(), x_train, y_train, DistillSettings(threads=1))
+    torch.set_num_threads(threads)
+    student_file = work / "student.pt"
+    save_student(result.student, "compiler.examples.digits:small_cnn", student_file)
+    student = Artifact(Format.TORCH, "student", path=student_file)
+    distilled = Pipeline(export, source=Format.TORCH).run(student, context, cache)
+    variants.append(
+        ("distilled student (T=4, alpha=0.7)", distilled, time.perf_counter() - started)
+    )
+    teacher_params = count_parameters(module)
+    from compiler.torch_state import load_module
+
+    for label, artifact, build in variants:
+        candidate = HostModel(artifact.file)
+        accuracy = float(np.mean(candidate.run(x_test).argmax(1) == y_test))
+        fn, cn = paired_latency(host, candidate, x_test, batch=32, runs=runs)
+        exported = artifact.parent  # cleanup <- export <- the torch artifact with its file
+        torch_file = exported.parent.file if exported and exported.parent else None
+        params = count_parameters(load_module(torch_file, module)) if torch_file else 0
+        print(
+            f"{label:34} {params / teacher_params:7.2f} "
+            f"{fp32.file.stat().st_size / artifact.file.stat().st_size:5.2f}x "
+            f"{cn / fn:9.2f} {(accuracy - float_acc) * 100:+11.2f}pt {build:6.1f}s"
+            f"  ({accuracy / float_acc:.1%} of fp32 accuracy)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", nargs="*", default=list(PROFILES))
     parser.add_argument("--resolution", type=int, default=128, help="ResNet-18 input side")
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--models", nargs="*", default=["digits", "compression", "resnet18"], help="what to run"
+    )
     args = parser.parse_args()
     import torch
 
@@ -158,27 +225,39 @@ def main() -> None:
         "ratios are candidate / fp32, measured interleaved in this run (onnxruntime CPU, 1 thread)"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        module, example = trained_cnn()
-        x_train, x_test, _, y_test = load_split()
-        bench_model(
-            "digits-cnn",
-            TorchModel(module, example),
-            x_train,
-            x_test,
-            y_test,
-            args.profiles,
-            Path(tmp) / "d",
-            32,
-            args.runs * 5,
-        )
-        rng = np.random.default_rng(0)
-        side = args.resolution
-        calib = rng.standard_normal((32, 3, side, side)).astype(np.float32)
-        x = rng.standard_normal((32, 3, side, side)).astype(np.float32)
-        model = TorchModel(resnet18(), torch.from_numpy(x[:2]))
-        bench_model(
-            f"resnet18@{side}", model, calib, x, None, args.profiles, Path(tmp) / "r", 8, args.runs
-        )
+        if "digits" in args.models:
+            module, example = trained_cnn()
+            x_train, x_test, _, y_test = load_split()
+            bench_model(
+                "digits-cnn",
+                TorchModel(module, example),
+                x_train,
+                x_test,
+                y_test,
+                args.profiles,
+                Path(tmp) / "d",
+                32,
+                args.runs * 5,
+            )
+        if "compression" in args.models:
+            bench_compression(Path(tmp) / "c", args.runs * 3)
+        if "resnet18" in args.models:
+            rng = np.random.default_rng(0)
+            side = args.resolution
+            calib = rng.standard_normal((32, 3, side, side)).astype(np.float32)
+            x = rng.standard_normal((32, 3, side, side)).astype(np.float32)
+            model = TorchModel(resnet18(), torch.from_numpy(x[:2]))
+            bench_model(
+                f"resnet18@{side}",
+                model,
+                calib,
+                x,
+                None,
+                args.profiles,
+                Path(tmp) / "r",
+                8,
+                args.runs,
+            )
 
 
 if __name__ == "__main__":

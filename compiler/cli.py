@@ -115,6 +115,56 @@ def compile_command(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not use the pass cache.")
     ] = False,
+    speed_check: Annotated[
+        bool,
+        typer.Option(
+            "--speed-check/--no-speed-check",
+            help="CPU profiles: reject a quantized candidate not shown faster than fp32 on "
+            "this host (interleaved runs, sign test). Off: still measured and reported.",
+        ),
+    ] = True,
+    prune: Annotated[
+        float | None,
+        typer.Option(
+            help="PyTorch models: remove this share of channels (0.5 = half) with "
+            "torch-pruning, then fine-tune with --train-step.",
+        ),
+    ] = None,
+    train_step: Annotated[
+        str | None,
+        typer.Option(
+            help="Your training hook 'package.module:function', called as train(model, epochs): "
+            "fine-tunes after --prune, trains the tickets of --lottery-sparsity."
+        ),
+    ] = None,
+    fine_tune_epochs: Annotated[
+        int, typer.Option(help="Epochs per --train-step call (fine-tuning, lottery rounds).")
+    ] = 2,
+    lottery_sparsity: Annotated[
+        float | None,
+        typer.Option(
+            help="Iterative magnitude pruning with weight rewinding (lottery ticket) to this "
+            "share of zero weights; needs --train-step."
+        ),
+    ] = None,
+    distill_student: Annotated[
+        str | None,
+        typer.Option(
+            help="Distil MODEL (the teacher) into this student 'package.module:factory' "
+            "(returns an nn.Module) on --train-data, and compile the student."
+        ),
+    ] = None,
+    train_data: Annotated[
+        Path | None,
+        typer.Option(help="Training data .npz for distillation: 'x', optional labels 'y'."),
+    ] = None,
+    distill_temperature: Annotated[
+        float, typer.Option(help="Distillation softmax temperature.")
+    ] = 4.0,
+    distill_alpha: Annotated[
+        float, typer.Option(help="Weight of the teacher term (1 - alpha: the labels).")
+    ] = 0.7,
+    distill_epochs: Annotated[int, typer.Option(help="Distillation epochs.")] = 12,
 ) -> None:
     """Compile a model into signed per-profile bundles, with evidence and golden samples."""
     from compiler.errors import CompileError
@@ -143,6 +193,16 @@ def compile_command(
         calibrate_method=calibrate_method,  # type: ignore[arg-type]
         cache_dir=cache_dir,
         use_cache=not no_cache,
+        speed_check=speed_check,
+        prune=prune,
+        train_step=train_step,
+        fine_tune_epochs=fine_tune_epochs,
+        lottery_sparsity=lottery_sparsity,
+        distill_student=distill_student,
+        train_data=train_data,
+        distill_temperature=distill_temperature,
+        distill_alpha=distill_alpha,
+        distill_epochs=distill_epochs,
     )
     if explain:
         from compiler.explain import explain as explain_plan

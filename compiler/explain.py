@@ -17,7 +17,7 @@ def explain(request: CompileRequest) -> str:
     """The plan as text, one block per profile."""
     source = resolve_source(request.model)
     profiles: Sequence[HardwareProfile] = [load_profile(t) for t in dict.fromkeys(request.profiles)]
-    prefix = prefix_pipeline(source)
+    prefix = prefix_pipeline(source, request)
     lines = [f"model: {request.model} ({'PyTorch' if isinstance(source, TorchSource) else 'ONNX'})"]
     lines.append("float model, shared by every profile:")
     for step in prefix.passes:
@@ -47,8 +47,10 @@ def explain(request: CompileRequest) -> str:
         )
         for note in recipe.notes:
             lines.append(f"  note: {note}")
-        if recipe.speed_rule:
+        if recipe.speed_rule and request.speed_check:
             lines.append("  rule: a quantized candidate must be faster than fp32 on the host")
+        elif recipe.speed_rule:
+            lines.append("  rule off (--no-speed-check): quantized candidates may be slower")
         for number, candidate in enumerate(recipe.candidates, 1):
             problems = candidate.pipeline.problems(profile)
             state = "cannot run here" if problems else "ready"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from pydantic import ValidationError
+
 import edgefleet
 from compiler import golden
 from compiler.data import Dataset, FloatArray, check_shape, load_dataset
@@ -68,6 +70,16 @@ class CompileRequest:
     cache_dir: Path | None = None
     use_cache: bool = True
     speed_batch: int = 32
+    speed_check: bool = True
+    prune: float | None = None  # share of channels removed (structured, torch-pruning)
+    train_step: str | None = None  # 'module:function', train(model, epochs)
+    fine_tune_epochs: int = 2
+    lottery_sparsity: float | None = None  # iterative magnitude pruning with rewinding
+    distill_student: str | None = None  # 'module:factory' of the student
+    train_data: Path | None = None  # .npz x (and y) the student learns on
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.7
+    distill_epochs: int = 12
 
 
 @dataclass(frozen=True)
@@ -119,14 +131,88 @@ class LogReporter:
         log.warning("%s", message)
 
 
-def prefix_pipeline(source: OnnxSource | TorchSource) -> Pipeline:
-    """From the user's model to the clean float ONNX model every ONNX candidate starts from."""
+def prefix_pipeline(
+    source: OnnxSource | TorchSource, request: CompileRequest | None = None
+) -> Pipeline:
+    """From the user's model to the clean float ONNX model every ONNX candidate starts from:
+    distillation and pruning (PyTorch models only, when asked), export or import, clean-up."""
+    steps: list[Pass[Any]] = model_passes(source, request) if request is not None else []
     first: Pass[Any]
     if isinstance(source, TorchSource):
         first, start = ExportOnnx(ExportConfig()), Format.TORCH
     else:
         first, start = ImportOnnx(ImportConfig()), Format.ONNX
-    return Pipeline([first, CleanupOnnx(CleanupConfig())], source=start)
+    return Pipeline([*steps, first, CleanupOnnx(CleanupConfig())], source=start)
+
+
+def model_passes(source: OnnxSource | TorchSource, request: CompileRequest) -> list[Pass[Any]]:
+    """The torch -> torch passes the request asks for, in order: distill, lottery, prune."""
+    from compiler.passes.distill import Distill, DistillConfig
+    from compiler.passes.lottery_ticket import LotteryConfig, LotteryTicket
+    from compiler.passes.prune_channels import PruneChannels, PruneConfig
+
+    asked = [
+        flag
+        for flag, value in (
+            ("--distill-student", request.distill_student),
+            ("--lottery-sparsity", request.lottery_sparsity),
+            ("--prune", request.prune),
+        )
+        if value is not None
+    ]
+    if not asked:
+        return []
+    if not isinstance(source, TorchSource):
+        raise CompileError(f"{asked[0]} needs a PyTorch model ('package.module:factory')")
+    steps: list[Pass[Any]] = []
+    try:
+        if request.distill_student is not None:
+            if request.train_data is None:
+                raise CompileError("--distill-student needs --train-data DATA.npz")
+            data = load_dataset(request.train_data, "training")
+            steps.append(
+                Distill(
+                    DistillConfig(
+                        student=request.distill_student,
+                        train_data=str(request.train_data),
+                        train_data_sha256=data.sha256,
+                        temperature=request.distill_temperature,
+                        alpha=request.distill_alpha,
+                        epochs=request.distill_epochs,
+                    )
+                )
+            )
+        if request.lottery_sparsity is not None:
+            if request.train_step is None:
+                raise CompileError("--lottery-sparsity needs --train-step module:function")
+            steps.append(
+                LotteryTicket(
+                    LotteryConfig(
+                        sparsity=request.lottery_sparsity,
+                        epochs=max(1, request.fine_tune_epochs),
+                        train_step=request.train_step,
+                    )
+                )
+            )
+        if request.prune is not None:
+            steps.append(
+                PruneChannels(
+                    PruneConfig(
+                        ratio=request.prune,
+                        fine_tune_epochs=request.fine_tune_epochs,
+                        train_step=request.train_step,
+                    )
+                )
+            )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CompileError(f"{where}: {first['msg']}") from None
+    if request.train_step is not None:
+        from compiler.torch_state import load_train_step
+
+        load_train_step(request.train_step)  # fail before anything runs
+    return steps
 
 
 def plan_recipes(
@@ -169,7 +255,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
     evaluation = load_dataset(request.eval_data, "eval") if request.eval_data else None
     if request.metric is not None and request.metric != "accuracy":
         resolve_metric(request.metric, classifier=True, has_labels=True)  # fail early on typos
-    prefix = prefix_pipeline(source)
+    prefix = prefix_pipeline(source, request)
     prefix.check(None)
     recipes, skipped = plan_recipes(request, profiles, source)
     for skip in skipped:
@@ -184,7 +270,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
             workdir=Path(tmp), calibration=calibration, torch_model=torch_model, seed=request.seed
         )
         report.step(
-            "exporting to ONNX and cleaning up the graph"
+            " -> ".join(step.name for step in prefix.passes)
             if isinstance(source, TorchSource)
             else f"checking ONNX model {source.path}"
         )
@@ -213,8 +299,14 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
             else Bound().max_drop,
             min_metric=request.min_metric,
         )
-        settings = SearchSettings(metric=metric, bound=bound, speed_batch=request.speed_batch)
+        settings = SearchSettings(
+            metric=metric,
+            bound=bound,
+            speed_batch=request.speed_batch,
+            speed_check=request.speed_check,
+        )
         float_latency = host.latency_ms(data.x)
+        float_size = reference.size()  # the file may live in the temporary directory
         golden_inputs = golden.select_inputs(data.x, request.golden_count)
         golden_float = host.run_each(golden_inputs)
         request.out.mkdir(parents=True, exist_ok=True)
@@ -252,7 +344,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
     return CompileResult(
         bundles=tuple(built),
         skipped=tuple(skipped),
-        float_size_bytes=reference.size(),
+        float_size_bytes=float_size,
         float_latency_ms=float_latency,
         float_accuracy=_accuracy(reference.outputs, data.y),
         metric=metric.name,

@@ -19,6 +19,7 @@ from compiler.passes.quantize_static import QuantizationError
 from compiler.recipes import CandidatePlan, Recipe
 from compiler.runner import HostModel, paired_latency
 from compiler.sensitivity import keep_in_float, rank_nodes
+from compiler.speed import SpeedPolicy, compare_speed
 from edgefleet.bundle import Candidate
 from hardware_profiles.schema import Precision
 
@@ -36,6 +37,8 @@ class SearchSettings:
     max_exclusions: int = 8
     speed_batch: int = 32
     latency_runs: int = 40
+    speed_check: bool = True  # reject quantized candidates not shown faster than fp32 (CPU)
+    speed_policy: SpeedPolicy = field(default_factory=SpeedPolicy)
 
 
 @dataclass(frozen=True)
@@ -201,19 +204,14 @@ def _speed_or_budget(
     if measured.host is None:
         return ""
     batch = settings.speed_batch
-    float_ms, ms = paired_latency(
-        reference.host,
-        measured.host,
-        reference.x,
-        batch=batch,
-        runs=max(10, settings.latency_runs // 2),
-    )
-    measured.float_batch_ms, measured.batch_ms = float_ms, ms
-    if recipe.speed_rule and measured.plan.precision is not Precision.FP32 and ms >= float_ms:
-        return (
-            f"not faster than fp32 on the host: {ms / batch:.4f} vs {float_ms / batch:.4f} ms "
-            f"per sample at batch {batch} (median of interleaved runs)"
-        )
+    rule = recipe.speed_rule and measured.plan.precision is not Precision.FP32
+    policy = settings.speed_policy
+    if not (rule and settings.speed_check):  # measured for the report only: one round
+        policy = SpeedPolicy(round_pairs=policy.round_pairs, max_pairs=policy.round_pairs)
+    verdict = compare_speed(reference.host, measured.host, reference.x, batch=batch, policy=policy)
+    measured.float_batch_ms, measured.batch_ms = verdict.float_ms, verdict.candidate_ms
+    if rule and settings.speed_check and not verdict.faster:
+        return f"not faster than fp32 on the host: {verdict.describe(batch)}"
     return ""
 
 

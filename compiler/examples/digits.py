@@ -117,6 +117,74 @@ def _train() -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
+def small_cnn() -> nn.Module:
+    """A distillation student for the digits CNN (``--distill-student
+    compiler.examples.digits:small_cnn``): 16 and 32 channels, ~5k parameters (~5%)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(SEED)
+
+    class SmallCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 24, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(24, 48, 3, padding=1),
+                nn.ReLU(),
+            )
+            self.head = nn.Linear(48, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.head(self.features(x).mean(dim=(2, 3)))
+            return out
+
+    return SmallCNN()
+
+
+def write_training_set(path: Path) -> Path:
+    """``x`` and ``y`` of the training split as one .npz (``--train-data`` for distillation)."""
+    x_train, _, y_train, _ = load_split()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x_train, y=y_train)
+    return path
+
+
+def fine_tune(model: nn.Module, epochs: int) -> None:
+    """The digits training hook (``--train-step compiler.examples.digits:fine_tune``): train
+    ``model`` in place for ``epochs`` epochs on the training split (Adam, lr 1e-3)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is faster and steadier
+    try:
+        _fine_tune(model, epochs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fine_tune(model: nn.Module, epochs: int) -> None:
+    import torch
+    from torch import nn
+
+    x_train, _, y_train, _ = load_split()
+    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = torch.Generator().manual_seed(SEED)
+    model.train()
+    for _ in range(epochs):
+        permutation = torch.randperm(len(x), generator=order)
+        for start in range(0, len(x), BATCH):
+            index = permutation[start : start + BATCH]
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[index]), y[index])
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+    model.eval()
+
+
 def trained_cnn() -> tuple[nn.Module, torch.Tensor]:
     """A freshly built, trained digits CNN in eval mode, and an example input (2 test images)."""
     import torch

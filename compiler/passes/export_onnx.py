@@ -42,6 +42,11 @@ class ExportOnnx(Pass[ExportConfig]):
 
         config = self.config
         example = context.torch_model.example
+        module = context.torch_model.module
+        if source.path is not None:  # a pruned or distilled module a previous pass wrote
+            from compiler.torch_state import load_module
+
+            module = load_module(source.path, module)
         if example.ndim == 0:
             raise CompileError("the factory's example input must have a batch axis (got a scalar)")
         if example.shape[0] < 2:
@@ -51,7 +56,7 @@ class ExportOnnx(Pass[ExportConfig]):
         try:
             with _quiet_exporter():
                 torch.onnx.export(
-                    context.torch_model.module,
+                    module,
                     (example,),
                     str(out),
                     dynamo=True,

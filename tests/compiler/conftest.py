@@ -77,7 +77,11 @@ def digits_compiled(
     tmp_path_factory: pytest.TempPathFactory, digits_data: DigitsData, keys: Keys
 ) -> Compiled:
     """``edgefleet compile`` of the digits CNN for two int8 profiles, a GPU profile that falls
-    back to fp32, and a TFLite profile that is skipped."""
+    back to fp32, and a TFLite profile that is skipped.
+
+    ``--no-speed-check``: these tests assert size and agreement, which must not depend on the
+    load of the machine running them (int8 is ~0.75x fp32 here, measured and still reported);
+    tests/compiler/test_speed.py proves the rule itself."""
     from edgefleet.cli import app
 
     out = tmp_path_factory.mktemp("digits-bundles")
@@ -85,7 +89,7 @@ def digits_compiled(
     args = ["compile", DIGITS, *(a for tag in profiles for a in ("--profile", tag))]
     args += ["--calibration", str(digits_data.calibration), "--eval", str(digits_data.evaluation)]
     args += ["--out", str(out), "--key", str(keys.private), "--name", "digits"]
-    args += ["--version", "1.0.0"]
+    args += ["--version", "1.0.0", "--no-speed-check"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
     return Compiled(out=out, stdout=result.stdout, stderr=result.stderr)
