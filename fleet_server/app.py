@@ -13,15 +13,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet import __version__
 from edgefleet.errors import EdgefleetError
+from fleet_server.access.router import router as access_router
+from fleet_server.auth import Viewer
+from fleet_server.cohorts.router import router as cohorts_router
 from fleet_server.deps import RuntimeDep
+from fleet_server.devices.router import enrolment_router
 from fleet_server.devices.router import router as devices_router
 from fleet_server.ingest.router import router as ingest_router
 from fleet_server.models.router import router as models_router
+from fleet_server.rollouts.router import router as rollouts_router
 from fleet_server.runtime import FleetRuntime
 from fleet_server.settings import FleetSettings
 
@@ -31,6 +36,12 @@ API_PREFIX = "/api/v1"
 class Info(BaseModel):
     version: str
     mqtt_url: str
+
+
+class IngestInfo(BaseModel):
+    ingested: int = Field(description="MQTT messages this process applied since it started.")
+    shared_subscriptions: bool
+    executor_ticks: int
 
 
 def create_app(settings: FleetSettings, *, runtime: FleetRuntime | None = None) -> FastAPI:
@@ -49,7 +60,7 @@ def create_app(settings: FleetSettings, *, runtime: FleetRuntime | None = None) 
     app = FastAPI(
         title="Edgefleet fleet server",
         version=__version__,
-        description="Model registry, devices and ingest of an Edgefleet fleet.",
+        description="Registry, devices, cohorts, gated rollouts and ingest of an Edgefleet fleet.",
         lifespan=lifespan,
     )
     if runtime is not None:
@@ -63,9 +74,23 @@ def create_app(settings: FleetSettings, *, runtime: FleetRuntime | None = None) 
         """Server version and the MQTT broker URL devices should use (no auth)."""
         return Info(version=__version__, mqtt_url=current.mqtt_url)
 
+    @api.get("/info/ingest", tags=["info"], dependencies=[Viewer])
+    def ingest_info(current: RuntimeDep) -> IngestInfo:
+        """Counters of this server process: messages ingested, executor ticks."""
+        executor = current.executor
+        return IngestInfo(
+            ingested=current.bridge.ingested,
+            shared_subscriptions=current.bridge.shared,
+            executor_ticks=executor.ticks if executor is not None else 0,
+        )
+
     api.include_router(models_router)
     api.include_router(devices_router)
     api.include_router(ingest_router)
+    api.include_router(enrolment_router)
+    api.include_router(cohorts_router)
+    api.include_router(rollouts_router)
+    api.include_router(access_router)
     app.include_router(api)
     return app
 

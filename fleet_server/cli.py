@@ -75,6 +75,9 @@ def serve_command(
             help="Public key that signs bundles (repeatable); DATA_DIR/trusted_keys/*.pub too.",
         ),
     ] = None,
+    executor_interval: Annotated[
+        float, typer.Option("--executor-interval", help="Seconds between rollout executor ticks.")
+    ] = 1.0,
 ) -> None:
     """Run the fleet server (REST API, MQTT ingest, embedded broker unless --mqtt is given)."""
     from fleet_server.serve import serve
@@ -92,6 +95,7 @@ def serve_command(
         trusted_keys=tuple(trusted_key or ()),
         host=host,
         port=port,
+        executor_interval_s=executor_interval,
     )
     serve(settings, token_source=token_source)
 
@@ -270,3 +274,13 @@ def _when(ts: float | None) -> str:
 
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+# The operator sub-apps (``edgefleet model | device | cohort | rollout``) are exposed here so
+# the CLI root imports only ``fleet_server.cli``; they reuse the commands above.
+from fleet_server.operator_cli import cohort_app, device_app, model_app, rollout_app  # noqa: E402
+
+model_app.command("push")(push_command)
+device_app.command("ls")(devices_command)
+
+__all__ = ["app", "cohort_app", "device_app", "model_app", "rollout_app"]

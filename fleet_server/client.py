@@ -33,6 +33,9 @@ class FleetClient:
     def post_json(self, path: str, body: Any) -> Any:
         return self._request("POST", path, json.dumps(body).encode(), "application/json")
 
+    def patch_json(self, path: str, body: Any) -> Any:
+        return self._request("PATCH", path, json.dumps(body).encode(), "application/json")
+
     def put_json(self, path: str, body: Any) -> Any:
         return self._request("PUT", path, json.dumps(body).encode(), "application/json")
 

@@ -2,18 +2,20 @@
 
 SQLite (the default) runs in WAL mode with a busy timeout so the MQTT ingest thread and HTTP
 requests can write side by side; PostgreSQL is selected by a ``postgresql+psycopg://`` URL.
-Tables are created with ``create_all`` for now; migrations arrive with Alembic later.
+The schema is managed by Alembic (``fleet_server/migrations``), upgraded to head at startup.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Engine, Integer, create_engine, event
+from sqlalchemy import JSON, BigInteger, Connection, Engine, Integer, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 # 64-bit ids for high-volume tables; SQLite only autoincrements an INTEGER PRIMARY KEY.
@@ -47,14 +49,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
-    # Importing the table modules registers them on Base.metadata.
+def import_tables() -> None:
+    """Import every table module, so they are registered on ``Base.metadata``."""
+    import fleet_server.access.tables
+    import fleet_server.cohorts.tables
     import fleet_server.devices.tables
     import fleet_server.ingest.tables
-    import fleet_server.models.tables  # noqa: F401
+    import fleet_server.models.tables
+    import fleet_server.rollouts.tables  # noqa: F401
 
-    Base.metadata.create_all(engine)
+
+def alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def create_schema(engine: Engine) -> None:
+    """Bring the schema to the newest migration (``alembic upgrade head``)."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "head")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

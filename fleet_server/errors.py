@@ -19,6 +19,10 @@ class UnauthorizedError(FleetError):
     http_status = 401
 
 
+class ForbiddenError(FleetError):
+    http_status = 403
+
+
 class NotFoundError(FleetError):
     http_status = 404
 

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from edgefleet.bundle import VerifyKey, load_verify_key
 from fleet_server.db import create_db_engine, create_schema, session_factory
 from fleet_server.errors import ConfigError
-from fleet_server.mqtt.bridge import MqttBridge
+from fleet_server.mqtt.bridge import MqttBridge, speaks_mqtt5
 from fleet_server.mqtt.broker import EmbeddedBroker
+from fleet_server.rollouts.executor import Executor
 from fleet_server.settings import FleetSettings
 from fleet_server.tokens import AdminToken, resolve_admin_token
 
@@ -36,6 +37,7 @@ class FleetRuntime:
     sessions: sessionmaker[Session]
     mqtt_url: str
     bridge: MqttBridge
+    executor: Executor | None = None
     broker: EmbeddedBroker | None = None
     _closed: bool = field(default=False, repr=False)
 
@@ -60,8 +62,20 @@ class FleetRuntime:
             else:
                 mqtt_url = settings.mqtt_url
             sessions = session_factory(engine)
-            bridge = MqttBridge(url=mqtt_url, sessions=sessions)
+            shared = settings.mqtt_shared
+            if shared is None:
+                shared = broker is None and speaks_mqtt5(mqtt_url)
+            bridge = MqttBridge(url=mqtt_url, sessions=sessions, shared=shared)
             bridge.start(wait_s=mqtt_wait_s)
+            executor = None
+            if settings.executor_enabled:
+                executor = Executor(
+                    engine=engine,
+                    sessions=sessions,
+                    publisher=bridge,
+                    interval_s=settings.executor_interval_s,
+                )
+                executor.start()
         except BaseException:
             if broker is not None:
                 broker.stop()
@@ -75,6 +89,7 @@ class FleetRuntime:
             sessions=sessions,
             mqtt_url=mqtt_url,
             bridge=bridge,
+            executor=executor,
             broker=broker,
         )
 
@@ -82,6 +97,8 @@ class FleetRuntime:
         if self._closed:
             return
         self._closed = True
+        if self.executor is not None:
+            self.executor.stop()
         self.bridge.stop()
         if self.broker is not None:
             self.broker.stop()
@@ -112,7 +129,7 @@ def no_keys_message(settings: FleetSettings) -> str:
 
 
 def open_database(url: str) -> Engine:
-    """Open (and create the tables of) the database; ``postgresql://`` means psycopg 3."""
+    """Open the database and migrate it to the newest schema; ``postgresql://`` means psycopg 3."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:

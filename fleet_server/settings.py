@@ -29,6 +29,15 @@ class FleetSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_upload_bytes: int = Field(default=DEFAULT_MAX_UPLOAD_BYTES, ge=1)
+    executor_interval_s: float = Field(
+        default=1.0, gt=0, description="Seconds between two ticks of the rollout executor."
+    )
+    executor_enabled: bool = True
+    mqtt_shared: bool | None = Field(
+        default=None,
+        description="Shared subscriptions ($share/fleet/...): None = when the broker speaks "
+        "MQTT 5 (probed at start), False = never.",
+    )
 
     @property
     def sqlalchemy_url(self) -> str:

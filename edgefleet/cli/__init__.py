@@ -19,6 +19,7 @@ from edgefleet.cli.artifacts import bundle_app, keys_app
 from edgefleet.cli.demo import demo_command
 from edgefleet.errors import EdgefleetError
 from fleet_server.cli import app as fleet_app
+from fleet_server.cli import cohort_app, device_app, model_app, rollout_app
 from hardware_profiles.cli import app as profiles_app
 
 app = typer.Typer(
@@ -33,6 +34,10 @@ app.add_typer(bundle_app, name="bundle")
 app.command("compile")(compile_command)
 app.add_typer(agent_app, name="agent")
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(model_app, name="model")
+app.add_typer(device_app, name="device")
+app.add_typer(cohort_app, name="cohort")
+app.add_typer(rollout_app, name="rollout")
 app.command("demo")(demo_command)
 
 _stderr = Console(stderr=True)

@@ -26,6 +26,29 @@ class DeviceCreate(BaseModel):
             raise ValueError(str(exc)) from exc
 
 
+class EnrolmentTokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    labels: dict[str, str] = Field(default_factory=dict, description="Given to every device.")
+    max_uses: int | None = Field(default=None, ge=1)
+    ttl_s: float | None = Field(default=None, gt=0)
+
+
+class EnrolmentTokenCreated(BaseModel):
+    name: str
+    token: str = Field(description="Shown once; give it to the devices to enrol.")
+    expires_at: float | None
+    max_uses: int | None
+
+
+class LabelsPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
 class DeviceCreated(BaseModel):
     device_id: str
     token: str = Field(description="Shown once; the server keeps only its sha256.")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgefleet.protocol.messages import DesiredState
-from fleet_server.devices.tables import DeviceRow
-from fleet_server.errors import ConflictError, NotFoundError
+from fleet_server.devices.desired import write_desired
+from fleet_server.devices.tables import DeviceRow, EnrolmentTokenRow
+from fleet_server.errors import ConflictError, NotFoundError, UnauthorizedError
 from fleet_server.models.tables import ArtifactRow
 from fleet_server.tokens import hash_token, new_token
 
@@ -52,8 +52,19 @@ def list_devices(session: Session) -> list[DeviceRow]:
 
 
 def assign_desired(session: Session, *, device_id: str, model: str, version: str) -> DesiredState:
-    """Point a device at the artifact of ``model``/``version`` built for its profile."""
+    """Point a device at the artifact of ``model``/``version`` built for its profile.
+
+    Refused (409) while an active rollout holds the device: the executor is then its only writer.
+    """
+    from fleet_server.rollouts.service import active_rollout_of_device
+
     device = get_device(session, device_id)
+    holder = active_rollout_of_device(session, device_id)
+    if holder is not None:
+        raise ConflictError(
+            f"device {device_id!r} is part of active rollout {holder}: pause, abort or finish it "
+            "before assigning a model by hand"
+        )
     artifact = session.scalar(
         select(ArtifactRow).where(
             ArtifactRow.name == model,
@@ -66,33 +77,86 @@ def assign_desired(session: Session, *, device_id: str, model: str, version: str
             f"no artifact of model {model!r} version {version!r} for profile "
             f"{device.profile!r} (device {device_id!r}): push a bundle built for that profile"
         )
-    device.desired_model = artifact.name
-    device.desired_version = artifact.version
-    device.desired_artifact_id = artifact.id
-    device.deployment_id = uuid.uuid4().hex
-    device.desired_at = time.time()
+    desired = write_desired(device, artifact)
     session.flush()
-    return desired_state_of(device, artifact)
-
-
-def desired_state_of(device: DeviceRow, artifact: ArtifactRow) -> DesiredState:
-    assert device.deployment_id is not None and device.desired_at is not None
-    return DesiredState(
-        deployment_id=device.deployment_id,
-        model=artifact.name,
-        version=artifact.version,
-        artifact_url=f"/api/v1/artifacts/{artifact.id}",
-        sha256=artifact.sha256,
-        size=artifact.size,
-        ts=device.desired_at,
-    )
+    return desired
 
 
 def all_desired_states(session: Session) -> list[tuple[str, DesiredState]]:
     """Every device's current desired state, to republish after the broker connection returns."""
     rows = session.execute(
-        select(DeviceRow, ArtifactRow).join(
-            ArtifactRow, DeviceRow.desired_artifact_id == ArtifactRow.id
+        select(DeviceRow.device_id, DeviceRow.desired_state).where(
+            DeviceRow.desired_state.is_not(None)
         )
     )
-    return [(device.device_id, desired_state_of(device, artifact)) for device, artifact in rows]
+    return [(device_id, DesiredState.model_validate(state)) for device_id, state in rows]
+
+
+def matches(labels: dict[str, object], selector: dict[str, object]) -> bool:
+    """Equality label selector: every key of ``selector`` has the same value in ``labels``."""
+    return all(key in labels and str(labels[key]) == str(value) for key, value in selector.items())
+
+
+def update_labels(
+    session: Session, *, device_id: str, set_labels: dict[str, str], remove: list[str]
+) -> DeviceRow:
+    device = get_device(session, device_id)
+    labels = {str(k): str(v) for k, v in device.labels.items()}
+    labels.update(set_labels)
+    for key in remove:
+        labels.pop(key, None)
+    device.labels = labels
+    session.flush()
+    return device
+
+
+def create_enrolment_token(
+    session: Session,
+    *,
+    name: str,
+    labels: dict[str, str],
+    max_uses: int | None,
+    ttl_s: float | None,
+) -> tuple[EnrolmentTokenRow, str]:
+    """A token devices trade for their own credentials; ``labels`` are given to each of them."""
+    token = new_token()
+    now = time.time()
+    row = EnrolmentTokenRow(
+        name=name,
+        token_sha256=hash_token(token),
+        labels=dict(labels),
+        max_uses=max_uses,
+        uses=0,
+        expires_at=now + ttl_s if ttl_s is not None else None,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def enrol_device(
+    session: Session,
+    *,
+    enrolment_token: str,
+    device_id: str,
+    profile: str,
+    labels: dict[str, str],
+) -> tuple[DeviceRow, str]:
+    """Register a device with an enrolment token; returns the row and the device's own token."""
+    grant = session.scalar(
+        select(EnrolmentTokenRow)
+        .where(EnrolmentTokenRow.token_sha256 == hash_token(enrolment_token))
+        .with_for_update()
+    )
+    if grant is None:
+        raise UnauthorizedError("the enrolment token is not valid")
+    if grant.expires_at is not None and grant.expires_at < time.time():
+        raise UnauthorizedError(f"the enrolment token {grant.name!r} has expired")
+    if grant.max_uses is not None and grant.uses >= grant.max_uses:
+        raise UnauthorizedError(
+            f"the enrolment token {grant.name!r} was used {grant.uses} time(s), its limit"
+        )
+    grant.uses += 1
+    merged = {str(k): str(v) for k, v in grant.labels.items()} | labels
+    return register_device(session, device_id=device_id, profile=profile, labels=merged)

@@ -1,10 +1,16 @@
-"""ORM table of devices. ``reported_*`` come only from the device; ``desired_*`` from operators."""
+"""ORM tables of devices and enrolment tokens.
+
+``reported_*`` come only from the device. ``desired_state`` is the one retained desired state
+of a device (the full :class:`~edgefleet.protocol.messages.DesiredState` as JSON): written by
+the rollout executor (or an operator's direct assignment outside any rollout), published
+retained after the commit, and republished as-is when the broker connection returns.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet_server.db import Base, JsonType
@@ -31,8 +37,25 @@ class DeviceRow(Base):
     desired_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
     deployment_id: Mapped[str | None] = mapped_column(String(64))
     desired_at: Mapped[float | None] = mapped_column(Float)
+    desired_state: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
 
     deployment_phase: Mapped[str | None] = mapped_column(String(32))
     deployment_detail: Mapped[str] = mapped_column(Text, default="")
+    reported_deployment_id: Mapped[str | None] = mapped_column(String(64))
     last_telemetry: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     predictions_received: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class EnrolmentTokenRow(Base):
+    """A token a device trades for its own credentials; stored as sha256 only."""
+
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    labels: Mapped[dict[str, Any]]
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from fleet_server.auth import Operator
+from fleet_server.auth import Viewer
 from fleet_server.deps import SessionDep
 from fleet_server.devices.service import get_device
 from fleet_server.ingest import service
 from fleet_server.ingest.schemas import PredictionOut
 
-router = APIRouter(tags=["ingest"], dependencies=[Operator])
+router = APIRouter(tags=["ingest"], dependencies=[Viewer])
 
 
 @router.get("/devices/{device_id}/predictions")

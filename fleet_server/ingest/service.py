@@ -53,7 +53,11 @@ def apply_report(session: Session, *, device_id: str, report: Report, received_a
     device.last_seen = received_at
     device.deployment_phase = report.phase.value
     device.deployment_detail = report.detail
-    if report.phase is DeploymentPhase.ACTIVE:
+    device.reported_deployment_id = report.deployment_id
+    if report.active_version is not None:
+        _set_reported(device, model=report.active_model, version=report.active_version)
+    elif report.phase in (DeploymentPhase.ACTIVE, DeploymentPhase.COMMITTED):
+        # An agent that does not send active_version yet: these phases mean it serves it.
         _set_reported(device, model=report.model, version=report.version)
     session.add(
         ReportRow(
@@ -82,7 +86,15 @@ def apply_telemetry(
     if telemetry.active_version is not None:
         _set_reported(device, model=telemetry.active_model, version=telemetry.active_version)
     session.add(
-        TelemetryRow(device_id=device_id, ts=telemetry.ts, received_at=received_at, payload=payload)
+        TelemetryRow(
+            device_id=device_id,
+            ts=telemetry.ts,
+            received_at=received_at,
+            model=telemetry.active_model,
+            version=telemetry.active_version,
+            shadow_version=telemetry.shadow.version if telemetry.shadow else None,
+            payload=payload,
+        )
     )
     return True
 

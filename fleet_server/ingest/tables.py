@@ -31,12 +31,18 @@ class PredictionRow(Base):
 
 class TelemetryRow(Base):
     __tablename__ = "telemetry"
-    __table_args__ = (Index("ix_telemetry_device_ts", "device_id", "ts"),)
+    __table_args__ = (
+        Index("ix_telemetry_device_ts", "device_id", "ts"),
+        Index("ix_telemetry_version_received", "version", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id", ondelete="CASCADE"))
     ts: Mapped[float] = mapped_column(Float)
     received_at: Mapped[float] = mapped_column(Float)
+    model: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[str | None] = mapped_column(String(64))
+    shadow_version: Mapped[str | None] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]]
 
 

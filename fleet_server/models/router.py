@@ -10,11 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from fleet_server.auth import Operator, OperatorOrDevice
+from fleet_server.auth import Operator, OperatorOrDevice, Viewer
 from fleet_server.deps import RuntimeDep, SessionDep
 from fleet_server.errors import PayloadTooLargeError, UploadsDisabledError
 from fleet_server.models import service
-from fleet_server.models.schemas import ArtifactOut
+from fleet_server.models.schemas import AliasSet, ArtifactOut, ModelView, VersionView
 from fleet_server.runtime import FleetRuntime, no_keys_message
 
 router = APIRouter(tags=["models"])
@@ -84,10 +84,32 @@ async def _receive(request: Request, path: Path, limit: int) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-@router.get("/models", dependencies=[Operator])
+@router.get("/models", dependencies=[Viewer])
 def list_models(session: SessionDep) -> list[ArtifactOut]:
     """Every registered artifact (one per model, version and profile)."""
     return [ArtifactOut.of(row) for row in service.list_artifacts(session)]
+
+
+@router.get("/models/{model}", dependencies=[Viewer], responses={404: {"description": "Unknown."}})
+def show_model(model: str, session: SessionDep) -> ModelView:
+    """Versions (newest first) with their per-profile artifacts and lineage, and aliases."""
+    versions = service.versions_of(session, model)
+    return ModelView(
+        model=model,
+        versions=[
+            VersionView(version=v, artifacts=[ArtifactOut.of(row) for row in rows])
+            for v, rows in versions.items()
+        ],
+        aliases=service.aliases_of(session, model),
+    )
+
+
+@router.put("/models/{model}/aliases/{alias}", dependencies=[Operator])
+def set_alias(model: str, alias: str, body: AliasSet, session: SessionDep) -> ModelView:
+    """Point an alias (``production``, ``staging``...) at a version."""
+    service.set_alias(session, model=model, alias=alias, version=body.version)
+    session.commit()
+    return show_model(model, session)
 
 
 @router.get(

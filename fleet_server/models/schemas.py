@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_server.models.tables import ArtifactRow
 
@@ -16,6 +18,9 @@ class ArtifactOut(BaseModel):
     format: str
     sha256: str = Field(description="sha256 of the bundle tar")
     size: int = Field(description="Size of the bundle tar in bytes")
+    lineage: dict[str, Any] = Field(
+        default_factory=dict, description="Source model and data set hashes, passes (manifest)."
+    )
 
     @classmethod
     def of(cls, row: ArtifactRow) -> ArtifactOut:
@@ -28,4 +33,22 @@ class ArtifactOut(BaseModel):
             format=row.format,
             sha256=row.sha256,
             size=row.size,
+            lineage=dict(row.manifest.get("lineage") or {}),
         )
+
+
+class VersionView(BaseModel):
+    version: str
+    artifacts: list[ArtifactOut]
+
+
+class ModelView(BaseModel):
+    model: str
+    versions: list[VersionView] = Field(description="Newest first (semantic version order).")
+    aliases: dict[str, str]
+
+
+class AliasSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str

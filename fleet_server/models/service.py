@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from edgefleet.bundle import BundleError, VerifyKey, unpack_bundle, verify_bundle
 from fleet_server.errors import ConflictError, InvalidBundleError, NotFoundError
-from fleet_server.models.tables import ArtifactRow
+from fleet_server.models.semver import check_semver, sort_key
+from fleet_server.models.tables import AliasRow, ArtifactRow
 
 
 def register_bundle(
@@ -35,6 +36,7 @@ def register_bundle(
     except BundleError as exc:
         raise InvalidBundleError(str(exc)) from exc
     manifest = verified.manifest
+    check_semver(manifest.version, where="manifest.json")
     existing = session.scalar(
         select(ArtifactRow.id).where(
             ArtifactRow.name == manifest.name,
@@ -87,3 +89,56 @@ def artifact_file(row: ArtifactRow, artifacts_dir: Path) -> Path:
     if not path.is_file():
         raise NotFoundError(f"artifact {row.id} is registered but its file {path} is missing")
     return path
+
+
+def versions_of(session: Session, model: str) -> dict[str, list[ArtifactRow]]:
+    """Artifacts of ``model`` by version, newest version first (semver order)."""
+    rows = session.scalars(select(ArtifactRow).where(ArtifactRow.name == model))
+    versions: dict[str, list[ArtifactRow]] = {}
+    for row in rows:
+        versions.setdefault(row.version, []).append(row)
+    if not versions:
+        raise NotFoundError(f"model {model!r} is not registered")
+    ordered = sorted(versions, key=sort_key, reverse=True)
+    return {version: sorted(versions[version], key=lambda r: r.profile) for version in ordered}
+
+
+def aliases_of(session: Session, model: str) -> dict[str, str]:
+    rows = session.scalars(select(AliasRow).where(AliasRow.model == model))
+    return {row.alias: row.version for row in rows}
+
+
+def set_alias(session: Session, *, model: str, alias: str, version: str) -> AliasRow:
+    if version not in versions_of(session, model):
+        raise NotFoundError(f"model {model!r} has no version {version!r}")
+    row = session.get(AliasRow, (model, alias))
+    if row is None:
+        row = AliasRow(model=model, alias=alias, version=version, updated_at=time.time())
+        session.add(row)
+    else:
+        row.version, row.updated_at = version, time.time()
+    session.flush()
+    return row
+
+
+def resolve_version(session: Session, *, model: str, version: str) -> str:
+    """``version`` itself when registered, else the version an alias of that name points to."""
+    versions = versions_of(session, model)
+    if version in versions:
+        return version
+    alias = session.get(AliasRow, (model, version))
+    if alias is None:
+        raise NotFoundError(
+            f"model {model!r} has no version or alias {version!r} (versions: {', '.join(versions)})"
+        )
+    return alias.version
+
+
+def artifact_for(session: Session, *, model: str, version: str, profile: str) -> ArtifactRow | None:
+    return session.scalar(
+        select(ArtifactRow).where(
+            ArtifactRow.name == model,
+            ArtifactRow.version == version,
+            ArtifactRow.profile == profile,
+        )
+    )

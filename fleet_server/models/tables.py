@@ -1,4 +1,5 @@
-"""ORM table of artifacts: one verified bundle tar per (model, version, profile)."""
+"""ORM tables of the registry: one verified bundle tar per (model, version, profile), and
+aliases (``production``, ``staging``...) that name one version of a model."""
 
 from __future__ import annotations
 
@@ -25,3 +26,12 @@ class ArtifactRow(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     manifest: Mapped[dict[str, Any]]
     uploaded_at: Mapped[float] = mapped_column(Float)
+
+
+class AliasRow(Base):
+    __tablename__ = "model_aliases"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[float] = mapped_column(Float)

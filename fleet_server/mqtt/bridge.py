@@ -1,9 +1,14 @@
 """The MQTT bridge: ingest what devices publish, publish desired state and acks.
 
-One paho-mqtt 2.x client (MQTT 3.1.1, so it works with Mosquitto and the embedded amqtt).
+One paho-mqtt 2.x client. With a broker that speaks MQTT 5 (Mosquitto) and ``shared=True``,
+reports, telemetry and predictions are taken through shared subscriptions
+(``$share/fleet/edgefleet/v1/+/...``), so several server processes split the ingest; status
+stays a plain subscription (low volume, idempotent, and retained messages are not delivered to
+shared subscriptions). With MQTT 3.1.1 (the embedded amqtt broker) every subscription is plain.
 Subscriptions are made inside ``on_connect`` so they survive reconnects. Messages are handed
-from paho's network thread to one worker thread, which parses them, applies them in one
-transaction each, commits, and only then publishes the :class:`Ack` for prediction batches.
+from paho's network thread to one worker thread, which applies them in batches (up to
+``BATCH_MAX`` messages per transaction; a batch that fails is retried one message at a time),
+commits, and only then publishes the :class:`Ack` for prediction batches.
 A message from an unregistered device, or one that does not parse, is logged and dropped.
 After every (re)connect the worker republishes each device's desired state (retained), so a
 broker that lost its retained messages converges again.
@@ -17,12 +22,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +44,7 @@ from edgefleet.protocol.messages import (
 )
 from edgefleet.protocol.topics import DEVICE_TO_SERVER, Channel, TopicError
 from fleet_server.devices.service import all_desired_states
+from fleet_server.devices.tables import DeviceRow
 from fleet_server.ingest import service as ingest
 from fleet_server.mqtt.url import parse_mqtt_url
 
@@ -44,7 +52,49 @@ log = logging.getLogger(__name__)
 
 QOS = 1
 KEEPALIVE_S = 30
+BATCH_MAX = 500
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    topic: str
+    payload: bytes
+    received_at: float
+
+
+def speaks_mqtt5(url: str, *, timeout_s: float = 3.0) -> bool:
+    """Whether the broker at ``url`` accepts an MQTT 5 connection."""
+    address = parse_mqtt_url(url)
+    accepted = threading.Event()
+    answered = threading.Event()
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"edgefleet-probe-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
+    if address.username is not None:
+        client.username_pw_set(address.username, address.password)
+
+    def on_connect(*args: Any) -> None:
+        if not args[3].is_failure:
+            accepted.set()
+        answered.set()
+
+    client.on_connect = on_connect
+    client.on_disconnect = lambda *_args: answered.set()
+    try:
+        client.connect(address.host, address.port, keepalive=5)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        answered.wait(timeout_s)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return accepted.is_set()
+
 
 _PAYLOADS: dict[Channel, type[BaseModel]] = {
     Channel.STATUS: Status,
@@ -58,19 +108,28 @@ class MqttBridge:
     """Connects in the background and reconnects by itself; implements ``Publisher``."""
 
     def __init__(
-        self, *, url: str, sessions: sessionmaker[Session], client_id: str | None = None
+        self,
+        *,
+        url: str,
+        sessions: sessionmaker[Session],
+        client_id: str | None = None,
+        shared: bool = False,
     ) -> None:
         self.address = parse_mqtt_url(url)
+        self.shared = shared
+        self.ingested = 0
         self._sessions = sessions
         self.client_id = client_id or f"edgefleet-server-{uuid.uuid4().hex[:12]}"
         self.ready = threading.Event()  # connected and every subscription acknowledged
         self._subscribe_mid: int | None = None
-        self._jobs: queue.Queue[Callable[[], None] | object] = queue.Queue()
+        self._jobs: queue.Queue[_Incoming | Callable[[], None] | object] = queue.Queue()
         self._worker = threading.Thread(
             target=self._work, name="edgefleet-mqtt-ingest", daemon=True
         )
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if shared else mqtt.MQTTv311,
         )
         if self.address.username is not None:
             self._client.username_pw_set(self.address.username, self.address.password)
@@ -127,7 +186,13 @@ class MqttBridge:
             return
         log.info("MQTT bridge connected to %s as %s", self.address.url, self.client_id)
         _, mid = client.subscribe(
-            [(topics.subscription(channel), QOS) for channel in DEVICE_TO_SERVER]
+            [
+                (
+                    topics.subscription(channel, shared=self.shared and channel != Channel.STATUS),
+                    QOS,
+                )
+                for channel in DEVICE_TO_SERVER
+            ]
         )
         self._subscribe_mid = mid
         self._jobs.put(self._republish_desired)
@@ -153,48 +218,112 @@ class MqttBridge:
             )
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._jobs.put(partial(self._ingest, message.topic, bytes(message.payload), time.time()))
+        self._jobs.put(_Incoming(message.topic, bytes(message.payload), time.time()))
 
     # -- worker thread -----------------------------------------------------------------------
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not _STOP:
-            assert callable(job)
-            try:
-                job()
-            except SQLAlchemyError:
-                log.exception("database error in the MQTT bridge; the message was not stored")
-            except Exception:  # the worker must outlive any one bad message
-                log.exception("unexpected error in the MQTT bridge; the message was dropped")
+            if not isinstance(job, _Incoming):
+                assert callable(job)
+                self._guarded(job)
+                continue
+            batch = [job]
+            while len(batch) < BATCH_MAX:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(item, _Incoming):
+                    self._jobs.put(item)  # run it after this batch
+                    if item is _STOP:
+                        break
+                    continue
+                batch.append(item)
+            self._guarded(partial(self._ingest_batch, batch))
+        self._drain_after_stop()
 
-    def _ingest(self, name: str, payload: bytes, received_at: float) -> None:
+    def _drain_after_stop(self) -> None:
+        pending = []
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Incoming):
+                pending.append(item)
+        if pending:
+            self._guarded(partial(self._ingest_batch, pending))
+
+    @staticmethod
+    def _guarded(job: Callable[[], None]) -> None:
         try:
-            parsed = topics.parse(name)
+            job()
+        except SQLAlchemyError:
+            log.exception("database error in the MQTT bridge; the message was not stored")
+        except Exception:  # the worker must outlive any one bad message
+            log.exception("unexpected error in the MQTT bridge; the message was dropped")
+
+    def _ingest_batch(self, batch: list[_Incoming]) -> None:
+        """Apply ``batch`` in one transaction; on a database error, one message at a time."""
+        if len(batch) > 1:
+            try:
+                self._apply_all(batch)
+                return
+            except SQLAlchemyError:
+                log.warning("a batch of %d messages failed; retrying one at a time", len(batch))
+        for item in batch:
+            self._guarded(partial(self._apply_all, [item]))
+
+    def _apply_all(self, batch: list[_Incoming]) -> None:
+        acks: list[tuple[str, list[int]]] = []
+        parsed_batch = [(item, parsed) for item in batch if (parsed := self._parse(item))]
+        with self._sessions() as session:
+            # One query loads every device of the batch into the session (no round trip each)
+            # and, on PostgreSQL, locks their rows in device id order, the order the executor
+            # locks them too, so the two never deadlock.
+            ids = sorted({device_id for _, (device_id, _) in parsed_batch})
+            for start in range(0, len(ids), 500):
+                session.scalars(
+                    select(DeviceRow)
+                    .where(DeviceRow.device_id.in_(ids[start : start + 500]))
+                    .order_by(DeviceRow.device_id)
+                    .with_for_update()
+                ).all()
+            for item, (device_id, message) in parsed_batch:
+                stored = self._apply(session, device_id, message, item.received_at)
+                if stored is None:
+                    log.warning(
+                        "dropped a %s message from unregistered device %r",
+                        type(message).__name__,
+                        device_id,
+                    )
+                elif isinstance(stored, list):
+                    acks.append((device_id, stored))
+            session.commit()
+        self.ingested += len(batch)
+        for device_id, seqs in acks:
+            self.publish_ack(device_id, Ack.of(seqs))
+
+    def _parse(self, item: _Incoming) -> tuple[str, BaseModel] | None:
+        try:
+            parsed = topics.parse(item.topic)
         except TopicError as exc:
             log.warning("dropped a message: %s", exc)
-            return
+            return None
         model = _PAYLOADS.get(parsed.channel)
-        if model is None or not payload:  # an empty payload clears a retained message
-            return
-        device_id = parsed.device_id
+        if model is None or not item.payload:  # an empty payload clears a retained message
+            return None
         try:
-            message = model.model_validate_json(payload)
+            return parsed.device_id, model.model_validate_json(item.payload)
         except ValidationError as exc:
             log.warning(
-                "dropped a malformed %s message from %r: %s", parsed.channel, device_id, _first(exc)
+                "dropped a malformed %s message from %r: %s",
+                parsed.channel,
+                parsed.device_id,
+                _first(exc),
             )
-            return
-        with self._sessions() as session:
-            stored = self._apply(session, device_id, message, received_at)
-            if stored is None:
-                session.rollback()
-                log.warning(
-                    "dropped a %s message from unregistered device %r", parsed.channel, device_id
-                )
-                return
-            session.commit()
-        if isinstance(stored, list):
-            self.publish_ack(device_id, Ack.of(stored))
+            return None
 
     @staticmethod
     def _apply(

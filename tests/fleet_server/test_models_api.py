@@ -37,7 +37,10 @@ def test_a_valid_bundle_is_stored_listed_and_downloadable(fleet: Fleet, bundle_t
         "format": "onnx",
         "sha256": digest,
         "size": bundle_tar.stat().st_size,
+        "lineage": body["lineage"],
     }
+    assert len(body["lineage"]["source_model_sha256"]) == 64
+    assert body["lineage"]["compiler_version"] == "test"
     stored = fleet.settings.artifacts_dir / f"{digest}.tar"
     assert stored.read_bytes() == bundle_tar.read_bytes()
     assert list(fleet.settings.tmp_dir.iterdir()) == []

@@ -1,0 +1,1 @@
+"""Operator tokens and their roles (viewer, operator, admin)."""

@@ -1,0 +1,1 @@
+"""Cohorts: named equality label selectors, and the version their devices converge to."""
