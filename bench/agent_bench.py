@@ -5,7 +5,8 @@
 1. In-process predict overhead: the agent's path (run, health, metrics, sketches, outbox in
    fast mode) vs a bare ``session.run`` on the same session and inputs, interleaved, median.
    Goal: at most 5% at the median.
-2. HTTP throughput on loopback with concurrent keep-alive clients (no micro-batching yet).
+2. HTTP throughput on loopback with concurrent keep-alive clients sending single examples,
+   without and with stream-mode micro-batching (up to 16 examples or 2 ms).
 3. Outbox sustained records/s: durable group commit with concurrent writers (64 writing one
    record each; 16 writing 32-record batches, as batch requests do) vs one commit per record
    (same SQLite settings: WAL, synchronous=FULL). Goal: >= 20,000/s and >= 100x. The ratio is
@@ -97,7 +98,9 @@ def manifest() -> Any:
     )
 
 
-def build_stack(model_path: Path, outbox_path: Path, mode: str = "fast") -> Any:
+def build_stack(
+    model_path: Path, outbox_path: Path, mode: str = "fast", micro_batch: int = 0
+) -> Any:
     from edge_agent.api import PredictionService
     from edge_agent.outbox import Outbox, OutboxConfig, OutboxMode
     from edge_agent.runtime.ort import OnnxRuntimeBackend
@@ -119,7 +122,9 @@ def build_stack(model_path: Path, outbox_path: Path, mode: str = "fast") -> Any:
         )
     )
     outbox = Outbox(outbox_path, OutboxConfig(mode=OutboxMode(mode)))
-    return PredictionService(slot=slot, outbox=outbox, metrics=Metrics(), device_id="bench")
+    return PredictionService(
+        slot=slot, outbox=outbox, metrics=Metrics(), device_id="bench", micro_batch=micro_batch
+    )
 
 
 def bench_overhead(workdir: Path, iterations: int) -> dict[str, float]:
@@ -155,10 +160,17 @@ def bench_overhead(workdir: Path, iterations: int) -> dict[str, float]:
     return {"bare_ms": bare_ms, "agent_ms": agent_ms, "overhead": agent_ms / bare_ms - 1}
 
 
-def bench_http(workdir: Path, seconds: float, clients: int) -> dict[str, float]:
+def bench_http(
+    workdir: Path, seconds: float, clients: int, micro_batch: int = 0
+) -> dict[str, float]:
     from edge_agent.api import LocalApi
 
-    service = build_stack(workdir / "model.onnx", workdir / "http.sqlite", mode="durable")
+    service = build_stack(
+        workdir / "model.onnx",
+        workdir / f"http-{clients}-{micro_batch}.sqlite",
+        mode="durable",
+        micro_batch=micro_batch,
+    )
     api = LocalApi(service, "127.0.0.1", 0)
     api.start()
     body = json.dumps({"input": np.zeros(IN, np.float32).tolist()})
@@ -188,9 +200,11 @@ def bench_http(workdir: Path, seconds: float, clients: int) -> dict[str, float]:
         thread.join()
     elapsed = time.perf_counter() - started
     api.stop()
+    batcher = service.batcher
+    per_run = batcher.examples / batcher.batches if batcher and batcher.batches else 1.0
     service.close()
     service.outbox.close()
-    return {"rps": sum(counts) / elapsed, "errors": float(sum(errors))}
+    return {"rps": sum(counts) / elapsed, "errors": float(sum(errors)), "per_run": per_run}
 
 
 def _record(n: int) -> dict[str, Any]:
@@ -315,7 +329,11 @@ def main() -> None:
         workdir = Path(tmp)
         write_model(workdir / "model.onnx")
         overhead = bench_overhead(workdir, iterations)
-        http_rows = [(c, bench_http(workdir, seconds, c)) for c in (1, 4, 16)]
+        http_rows = [
+            (c, m, bench_http(workdir, seconds, c, micro_batch=m))
+            for c in (1, 4, 16)
+            for m in (0, 16)
+        ]
         outbox = bench_outbox(workdir, seconds, writers=64)
         batched = bench_outbox(workdir, seconds, writers=16, per_write=32)
         rss = bench_rss(workdir)
@@ -324,13 +342,16 @@ def main() -> None:
         ("predict, agent in-process (median)", f"{overhead['agent_ms']:.3f} ms",
          f"overhead {overhead['overhead']:+.1%} (goal <= +5%)"),
     ]  # fmt: skip
-    for clients, result in http_rows:
+    plain = {clients: result["rps"] for clients, m, result in http_rows if not m}
+    for clients, micro, result in http_rows:
+        note = f"{result['errors']:.0f} errors; " + (
+            f"micro-batch <= {micro}: {result['per_run']:.1f} examples/run, "
+            f"{result['rps'] / plain[clients]:.2f}x"
+            if micro
+            else "no micro-batching"
+        )
         rows.append(
-            (
-                f"HTTP predict, {clients} clients, durable",
-                f"{result['rps']:,.0f} req/s",
-                f"{result['errors']:.0f} errors; no micro-batching",
-            )
+            (f"HTTP predict, {clients} clients, durable", f"{result['rps']:,.0f} req/s", note)
         )
     rows += [
         ("outbox, one commit per record", f"{outbox['single_rps']:,.0f} rec/s", ""),

@@ -63,6 +63,8 @@ class AgentConfig:
     max_body: int = DEFAULT_MAX_BODY
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     input_sample_rate: float = 0.0
+    micro_batch: int = 0
+    micro_batch_wait_ms: float = 2.0
 
 
 def discover_mqtt_url(
@@ -127,6 +129,8 @@ class Agent:
             monitor=self.health,
             device_id=config.device_id,
             input_sample_rate=config.input_sample_rate,
+            micro_batch=config.micro_batch,
+            micro_batch_wait_ms=config.micro_batch_wait_ms,
         )
         host, port = config.listen
         self.api = LocalApi(self.service, host, port, max_body=config.max_body)

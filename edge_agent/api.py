@@ -8,6 +8,7 @@
                                                    "record_ids": [...], "latency_ms"}
     GET  /v1/health   200 {"status": "ok", "model", "version"}; 503 while no model is active
     GET  /v1/model    the active manifest's interface, the provider in use, the artifact hash
+    GET  /metrics     Prometheus text format (see :mod:`edge_agent.prometheus`)
 
 Errors are JSON ``{"error": "..."}`` naming the problem: 400 for bad JSON, a wrong shape or
 dtype, NaN; 413 for an oversized body; 404 for an unknown path; 503 while no model is active.
@@ -30,6 +31,7 @@ from typing import Any, cast
 
 from edge_agent.errors import AgentError, InputError, RuntimeBackendError
 from edge_agent.health import HealthMonitor
+from edge_agent.microbatch import Arrival, MicroBatcher
 from edge_agent.outbox import Outbox
 from edge_agent.recording import Done, Recorder, RecordIds
 from edge_agent.runtime.base import Array
@@ -62,11 +64,16 @@ class PredictionService:
     device_id: str = ""
     input_sample_rate: float = 0.0
     shadow: ShadowRunner | None = None
+    micro_batch: int = 0
+    """Stream mode: when >= 2, concurrent single-example requests share runs of up to this
+    many examples (see :mod:`edge_agent.microbatch`)."""
+    micro_batch_wait_ms: float = 2.0
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _running: int = field(default=0, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
     _ids: RecordIds = field(default_factory=RecordIds, init=False, repr=False)
     recorder: Recorder = field(init=False, repr=False)
+    batcher: MicroBatcher | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.recorder = Recorder(
@@ -77,6 +84,12 @@ class PredictionService:
             input_sample_rate=self.input_sample_rate,
             on_recorded=lambda: self.on_recorded(),
         )
+        if self.micro_batch >= 2:
+            self.batcher = MicroBatcher(
+                self._run,
+                max_batch=self.micro_batch,
+                max_wait=self.micro_batch_wait_ms / 1000.0,
+            )
 
     def predict(self, body: Any) -> dict[str, Any]:
         """Validate, run, log to the outbox (committed), and answer."""
@@ -85,7 +98,11 @@ class PredictionService:
                 raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is stopping")
             self._running += 1
         try:
-            return self._predict(body)
+            batcher = self.batcher
+            if batcher is None or not (isinstance(body, dict) and "input" in body):
+                return self._predict(body)
+            with batcher.arrival() as arrival:
+                return self._predict(body, arrival)
         finally:
             with self._cond:
                 self._running -= 1
@@ -96,10 +113,12 @@ class PredictionService:
         with self._cond:
             self._closed = True
             finished = self._cond.wait_for(lambda: self._running == 0, timeout)
+        if self.batcher is not None:
+            self.batcher.close()
         self.recorder.close()
         return finished
 
-    def _predict(self, body: Any) -> dict[str, Any]:
+    def _predict(self, body: Any, arrival: Arrival | None = None) -> dict[str, Any]:
         model = self.slot.current()
         if model is None:
             raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "no model is active yet")
@@ -118,9 +137,12 @@ class PredictionService:
             model.coerce(value, where=f"inputs[{index}]" if batch else "input")
             for index, value in enumerate(raw)
         ]
-        answer = self._run(model, examples)
         if batch:
-            return answer
+            return self._run(model, examples)
+        if arrival is not None and model.batch_axis == "dynamic":
+            answer = arrival.submit(model, examples[0])
+        else:
+            answer = self._run(model, examples)
         return {
             "output": answer.pop("outputs")[0],
             "record_id": answer.pop("record_ids")[0],
@@ -174,6 +196,20 @@ class PredictionService:
             return 503, {"status": "no model", "model": None, "version": None}
         return 200, {"status": "ok", "model": model.name, "version": model.version}
 
+    def metrics_text(self) -> str:
+        """The Prometheus exposition of the cumulative counters."""
+        from edge_agent import prometheus
+
+        shadow = self.shadow
+        return prometheus.render(
+            totals=self.metrics.totals(),
+            outbox_depth=self.outbox.depth(),
+            outbox_bytes=self.outbox.bytes,
+            outbox=self.outbox.stats(),
+            model=self.slot.current(),
+            shadow=shadow.totals() if shadow is not None else None,
+        )
+
     def describe(self) -> dict[str, Any]:
         model = self.slot.current()
         if model is None:
@@ -220,6 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(status, body)
         elif self.path == "/v1/model":
             self._guarded(self._service.describe)
+        elif self.path == "/metrics":
+            from edge_agent.prometheus import CONTENT_TYPE
+
+            self._send(200, self._service.metrics_text().encode(), CONTENT_TYPE)
         else:
             self._json(404, {"error": f"no such endpoint: GET {self.path}"})
 
@@ -276,9 +316,11 @@ class _Handler(BaseHTTPRequestHandler):
             remaining -= len(chunk)
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+        self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _send(self, status: int, data: bytes, content_type: str) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
             self.send_header("Connection", "close")

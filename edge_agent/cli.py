@@ -95,6 +95,21 @@ def run(
             "--input-sample-rate", min=0.0, max=1.0, help="Share of records that keep the input."
         ),
     ] = 0.0,
+    micro_batch: Annotated[
+        int,
+        typer.Option(
+            "--micro-batch",
+            min=0,
+            max=10_000,
+            help="Run concurrent single requests together, up to N examples (0: off).",
+        ),
+    ] = 0,
+    micro_batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            "--micro-batch-wait-ms", min=0.0, help="Longest wait for a micro-batch to fill."
+        ),
+    ] = 2.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Serve the active model on a local HTTP API, log and deliver predictions, apply updates."""
@@ -127,6 +142,8 @@ def run(
             policy=_choice(OverflowPolicy, outbox_policy, "--outbox-policy"),
         ),
         input_sample_rate=input_sample_rate,
+        micro_batch=micro_batch,
+        micro_batch_wait_ms=micro_batch_wait_ms,
     )
     stop = threading.Event()
 
@@ -150,3 +167,58 @@ def run(
             pass
     finally:
         agent.stop()
+
+
+@app.command("predict")
+def predict(
+    input_file: Annotated[
+        Path, typer.Option("--input", help="Examples: .npy, .npz (array 'x' or the first), .jsonl.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", help="Write outputs to .npy or .jsonl; default: JSON lines on stdout."
+        ),
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="The agent's local API address, e.g. 127.0.0.1:8470.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="The agent's data directory (reads its agent.addr)."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, max=10_000, help="Examples per request.")
+    ] = 64,
+) -> None:
+    """Predict every example of a file through the running agent's local API."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from edge_agent.batch import AgentClient, OutputWriter, agent_address, read_examples, run_batch
+
+    examples = read_examples(input_file)
+    host, port = agent_address(listen, data_dir)
+    writer = OutputWriter(output, None if output is not None else sys.stdout)
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=output is None,
+    ) as bar:
+        task = bar.add_task(f"predicting {input_file.name}", total=examples.count)
+        result = run_batch(
+            examples,
+            AgentClient(host, port),
+            writer,
+            batch_size=batch_size,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    where = f" -> {result.output}" if result.output is not None else ""
+    console.print(
+        f"{result.count} examples predicted by {result.model} {result.version}{where}",
+        highlight=False,
+    )

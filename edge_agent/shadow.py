@@ -92,6 +92,7 @@ class ShadowRunner:
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._window = _Window()
+        self._total = _Window()
         self._thread = threading.Thread(target=self._run, name="edgefleet-shadow", daemon=True)
 
     def start(self) -> None:
@@ -143,6 +144,7 @@ class ShadowRunner:
             log.debug("shadow candidate failed: %s", exc)
             with self._lock:
                 self._window.errors += 1
+                self._total.errors += 1
             return
         latency_ms = (time.perf_counter() - started) * 1000.0
         agree, diff = 0, 0.0
@@ -154,11 +156,30 @@ class ShadowRunner:
             if a.size and int(np.argmax(a)) == int(np.argmax(b)):
                 agree += 1
         with self._lock:
-            window = self._window
-            window.compared += len(examples)
-            window.agree += agree
-            window.abs_diff_sum += diff
-            window.latencies_ms.append(latency_ms)
+            for window in (self._window, self._total):
+                window.compared += len(examples)
+                window.agree += agree
+                window.abs_diff_sum += diff
+            self._window.latencies_ms.append(latency_ms)
+
+    def totals(self) -> ShadowStats:
+        """Agreement since the shadow started (not reset by :meth:`take`; no latency)."""
+        with self._lock:
+            total = self._total
+            compared, agree, diff, errors = (
+                total.compared,
+                total.agree,
+                total.abs_diff_sum,
+                total.errors,
+            )
+        return ShadowStats(
+            model=self.candidate.name,
+            version=self.candidate.version,
+            compared=compared,
+            top1_agreement=agree / compared if compared else None,
+            mean_abs_diff=diff / compared if compared else None,
+            errors=errors,
+        )
 
     def take(self) -> ShadowStats:
         """Close the window: agreement and latency since the last call."""

@@ -69,6 +69,18 @@ class WindowSummary:
     output_sketches: tuple[FeatureSketch, ...]
 
 
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative since start: examples predicted, failed requests, runs (one per request,
+    one histogram count each), their summed latency and per-bucket counts (not cumulative)."""
+
+    examples: int
+    errors: int
+    calls: int
+    latency_ms_sum: float
+    histogram: tuple[int, ...]
+
+
 class Metrics:
     """Thread-safe counters, latency histogram and feature sketches for one window."""
 
@@ -78,6 +90,9 @@ class Metrics:
         self._window = _Window(sketch_features)
         self.total_requests = 0
         self.total_errors = 0
+        self.total_calls = 0
+        self.total_latency_ms = 0.0
+        self.total_histogram = [0] * (len(LATENCY_BOUNDS_MS) + 1)
 
     def record_request(self, latency_ms: float, count: int = 1, nan: int = 0) -> None:
         bucket = bisect.bisect_left(LATENCY_BOUNDS_MS, latency_ms)
@@ -87,6 +102,9 @@ class Metrics:
             window.nan_outputs += nan
             window.histogram[bucket] += 1
             self.total_requests += count
+            self.total_calls += 1
+            self.total_latency_ms += latency_ms
+            self.total_histogram[bucket] += 1
             if len(window.latencies_ms) < MAX_SAMPLES:
                 window.latencies_ms.append(latency_ms)
 
@@ -106,6 +124,17 @@ class Metrics:
         with self._lock:
             self._window.inputs.add_examples(inputs)
             self._window.outputs.add_examples(outputs)
+
+    def totals(self) -> Totals:
+        """Cumulative counts since start (never reset; what ``/metrics`` exposes)."""
+        with self._lock:
+            return Totals(
+                examples=self.total_requests,
+                errors=self.total_errors,
+                calls=self.total_calls,
+                latency_ms_sum=self.total_latency_ms,
+                histogram=tuple(self.total_histogram),
+            )
 
     def take(self) -> WindowSummary:
         """Close the window and start a new one."""

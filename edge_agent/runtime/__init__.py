@@ -13,6 +13,7 @@ from hardware_profiles.schema import HardwareProfile, Runtime
 # runtime -> "module:factory"; the factory takes the profile and returns a Backend.
 BACKENDS: dict[Runtime, str] = {
     Runtime.ONNXRUNTIME: "edge_agent.runtime.ort:OnnxRuntimeBackend",
+    Runtime.LITERT: "edge_agent.runtime.litert:LiteRtBackend",
 }
 
 

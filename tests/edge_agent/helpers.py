@@ -100,6 +100,55 @@ def write_tiny_onnx(
     return path
 
 
+def write_tiny_tflite(path: Path, version: int = 1, batch: int = -1) -> Path:
+    """The same y = x @ W + b as :func:`write_tiny_onnx`, as a real TFLite flatbuffer: one
+    FULLY_CONNECTED op, float32 x [batch, 4] -> y [batch, 3]. ``batch=-1``: dynamic batch
+    axis (shape_signature -1); ``batch=1``: a static batch of one, as Edge TPU models have.
+    Written with the TFLite schema bindings that ``ai_edge_litert`` ships."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as tfl
+
+    w, b = weights(version)
+
+    def buffer(array: np.ndarray | None = None) -> Any:
+        entry = tfl.BufferT()
+        entry.data = None if array is None else list(np.ascontiguousarray(array).tobytes())
+        return entry
+
+    def tensor(name: str, shape: list[int], signature: list[int], index: int) -> Any:
+        entry = tfl.TensorT()
+        entry.name, entry.shape, entry.shapeSignature = name, shape, signature
+        entry.type, entry.buffer = tfl.TensorType.FLOAT32, index
+        return entry
+
+    code = tfl.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = tfl.BuiltinOperator.FULLY_CONNECTED
+    code.version = 1
+    options = tfl.FullyConnectedOptionsT()
+    op = tfl.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, 2], [3]
+    op.builtinOptionsType = tfl.BuiltinOptions.FullyConnectedOptions
+    op.builtinOptions = options
+    rows = 1 if batch == -1 else batch
+    graph = tfl.SubGraphT()
+    graph.name = "main"
+    graph.tensors = [
+        tensor("x", [rows, IN_FEATURES], [batch, IN_FEATURES], 1),
+        tensor("W", [OUT_FEATURES, IN_FEATURES], [OUT_FEATURES, IN_FEATURES], 2),
+        tensor("B", [OUT_FEATURES], [OUT_FEATURES], 3),
+        tensor("y", [rows, OUT_FEATURES], [batch, OUT_FEATURES], 4),
+    ]
+    graph.inputs, graph.outputs, graph.operators = [0], [3], [op]
+    model = tfl.ModelT()
+    model.version, model.description = 3, "tiny"
+    model.operatorCodes, model.subgraphs = [code], [graph]
+    model.buffers = [buffer(), buffer(), buffer(w.T), buffer(b), buffer()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
 def manifest_for(
     name: str = "tiny", version: str = "1.0.0", profile: str = PROFILE, count: int = 4
 ) -> Manifest:

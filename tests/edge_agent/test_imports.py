@@ -9,7 +9,7 @@ from pathlib import Path
 
 import edge_agent
 
-ALLOWED = {"numpy", "onnxruntime", "paho", "pydantic", "psutil", "typer", "edgefleet",
+ALLOWED = {"numpy", "onnxruntime", "paho", "pydantic", "psutil", "typer", "rich", "edgefleet",
            "hardware_profiles", "edge_agent"}  # fmt: skip
 FORBIDDEN = ("torch", "fastapi", "sqlalchemy", "compiler", "fleet_server", "onnx", "uvicorn")
 

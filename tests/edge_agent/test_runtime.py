@@ -76,5 +76,5 @@ def test_manifest_names_must_match_the_model(tmp_path: Path, profile: HardwarePr
 
 
 def test_a_runtime_without_backend_is_refused_by_name() -> None:
-    with pytest.raises(AgentError, match="litert"):
-        backend_for(load_profile("google/coral-edgetpu"))
+    with pytest.raises(AgentError, match=r"'tflite-micro' is not supported.*litert, onnxruntime"):
+        backend_for(load_profile("arm/cortex-m7"))
