@@ -30,6 +30,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.bundle import MANIFEST_FILE, Manifest
 from edgefleet.errors import EdgefleetError
 
 PROFILE = "x86-64/avx512-vnni"
@@ -113,7 +114,7 @@ def _run(work: Path, processes: Processes, keep: bool) -> None:
     with _step("2/7 train a CNN on scikit-learn digits and write calibration/eval data"):
         _python(work, "data", ["-m", "compiler.examples.digits", "--out", str(work / "data")])
     with _step(f"3/7 compile to a signed int8 bundle for {PROFILE}"):
-        output = _cli(
+        _cli(
             work,
             "compile",
             [
@@ -135,8 +136,8 @@ def _run(work: Path, processes: Processes, keep: bool) -> None:
                 str(work / "bundles"),
             ],
         )
-        sys.stdout.write(output)
     bundle = next((work / "bundles").glob("*.tar"))
+    _print_evidence(bundle.with_suffix(""), work / "logs" / "compile.log")
 
     with _step("4/7 start the fleet server (SQLite, in-process MQTT broker)"):
         port = server_url.rsplit(":", 1)[1]
@@ -269,6 +270,19 @@ def _print_fleet(
     _console.print(table)
 
 
+def _print_evidence(bundle_dir: Path, log: Path) -> None:
+    manifest = Manifest.model_validate_json((bundle_dir / MANIFEST_FILE).read_bytes())
+    evidence = manifest.evidence
+    facts = [f"{manifest.precision}, {evidence.size_bytes / 1024:.1f} KiB"]
+    if evidence.float_size_bytes:
+        facts.append(f"{evidence.size_bytes / evidence.float_size_bytes:.2f}x the fp32 size")
+    if evidence.top1_agreement is not None:
+        facts.append(f"top-1 agreement with fp32 {evidence.top1_agreement:.1%}")
+    if evidence.host_latency_ms is not None:
+        facts.append(f"host latency {evidence.host_latency_ms:.3f} ms")
+    _console.print(f"  {'; '.join(facts)} (full table: {log})")
+
+
 def _received(server_url: str, token: str) -> int:
     devices = _get_json(f"{server_url}/api/v1/devices", token) or []
     return sum(int(device["predictions_received"]) for device in devices)
@@ -292,8 +306,7 @@ def _cli(work: Path, name: str, args: list[str]) -> str:
 
 
 def _python(work: Path, name: str, args: list[str]) -> str:
-    env = {**os.environ, "COLUMNS": str(_console.width)}
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True)
     (work / "logs" / f"{name}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no output"]
