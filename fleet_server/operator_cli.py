@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from edgefleet.protocol.messages import HealthPolicy
 from fleet_server.cli import JsonOpt, ServerOpt, TokenOpt, _parse_label, _print_json
 from fleet_server.client import DEFAULT_SERVER, FleetClient
 from fleet_server.errors import FleetClientError
@@ -237,11 +238,34 @@ def rollout_start(
         Path | None, typer.Option("--strategy-file", help="Full strategy JSON.")
     ] = None,
     approval: Annotated[bool, typer.Option("--require-approval", help="Wait for approve.")] = False,
+    health_window: Annotated[
+        float, typer.Option("--health-window", help="Device validation window, seconds.")
+    ] = HealthPolicy().window_s,
+    health_min_requests: Annotated[
+        int, typer.Option("--health-min-requests", help="Requests a device waits for.")
+    ] = HealthPolicy().min_requests,
+    health_max_error_rate: Annotated[
+        float, typer.Option("--health-max-error-rate", help="Device rolls back above this.")
+    ] = HealthPolicy().max_error_rate,
+    health_max_latency_ratio: Annotated[
+        float | None,
+        typer.Option("--health-max-latency-ratio", help="p95 new/old above which it rolls back."),
+    ] = HealthPolicy().max_latency_ratio,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a rollout of a model version to a cohort."""
+    """Start a rollout of a model version to a cohort.
+
+    Wave gates (--max-*, --min-*) judge a wave on the server; --health-* set the window in
+    which each device judges the new model by itself and rolls back without waiting.
+    """
+    health = HealthPolicy(
+        window_s=health_window,
+        min_requests=health_min_requests,
+        max_error_rate=health_max_error_rate,
+        max_latency_ratio=health_max_latency_ratio,
+    )
     success: list[dict[str, Any]] = [{"kind": "installed", "min_fraction": min_installed}]
     if max_error_rate is not None:
         success.append({"kind": "error_rate", "max": max_error_rate})
@@ -261,6 +285,7 @@ def rollout_start(
             "model": model,
             "version": version,
             "strategy": spec,
+            "health": health.model_dump(mode="json"),
             "require_approval": approval,
         },
     )

@@ -82,6 +82,7 @@ class RolloutView(BaseModel):
     current_wave: int
     detail: str
     strategy: dict[str, Any]
+    health: dict[str, Any] = Field(description="How each device validates before committing.")
     created_by: str
     created_at: float
     updated_at: float
@@ -114,6 +115,7 @@ class RolloutView(BaseModel):
             current_wave=row.current_wave,
             detail=row.detail,
             strategy=row.strategy,
+            health=row.health,
             created_by=row.created_by,
             created_at=row.created_at,
             updated_at=row.updated_at,

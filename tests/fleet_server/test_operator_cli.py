@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,14 @@ def test_push_cohort_rollout_and_watch(
                 "0.2",
                 "--timeout",
                 "3",
+                "--health-window",
+                "0.5",
+                "--health-max-error-rate",
+                "0.2",
             )
             assert "rollout 1: sim 2.0.0" in started and "(2 wave(s)), running" in started
+            health = json.loads(cli(fleet, "rollout", "status", "1", "--json"))["health"]
+            assert (health["window_s"], health["max_error_rate"]) == (0.5, 0.2)
             watched = cli(fleet, "rollout", "status", "1", "--watch", "--interval", "0.1")
             assert "succeeded" in watched
             assert "rolled out" in cli(fleet, "rollout", "status", "1")
