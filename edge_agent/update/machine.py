@@ -317,15 +317,16 @@ class Updater:
                 timeout=self.config.download_timeout,
                 stop=self._stop,
             )
-            actual = sha256_file(tar_path)
-            if actual != artifact.sha256:
-                raise UpdateError(f"shadow bundle tar: sha256 mismatch ({actual[:12]}…)")
-            shutil.rmtree(bundle_dir, ignore_errors=True)
-            unpack_bundle(tar_path, bundle_dir, max_bytes=max(artifact.size * 4, 1 << 20))
+            verified = self._open_bundle(
+                tar_path,
+                bundle_dir,
+                sha256=artifact.sha256,
+                size=artifact.size,
+                model=artifact.model,
+                version=artifact.version,
+            )
         finally:
             tar_path.unlink(missing_ok=True)
-        verified = verify_bundle(bundle_dir, self.config.trusted_keys)
-        self._check_identity(verified, artifact.model, artifact.version)
         current = self._slot.current()
         active_bytes = model_bytes(current.path / current.manifest.model_file) if current else 0
         check_memory(
@@ -487,18 +488,14 @@ class Updater:
         desired = work.desired
         if not work.tar_path.exists():
             raise UpdateError(f"bundle tar: {work.tar_path} is missing; download again")
-        shutil.rmtree(work.bundle_dir, ignore_errors=True)
-        unpack_bundle(work.tar_path, work.bundle_dir, max_bytes=max(desired.size * 4, 1 << 20))
-        # The bundle's own checks first: they name the file at fault.
-        verified = verify_bundle(work.bundle_dir, self.config.trusted_keys)
-        actual = sha256_file(work.tar_path)
-        if actual != desired.sha256:
-            work.tar_path.unlink(missing_ok=True)
-            raise UpdateError(
-                f"bundle tar: sha256 mismatch (desired {desired.sha256[:12]}…, "
-                f"downloaded {actual[:12]}…)"
-            )
-        self._check_identity(verified, desired.model, desired.version)
+        verified = self._open_bundle(
+            work.tar_path,
+            work.bundle_dir,
+            sha256=desired.sha256,
+            size=desired.size,
+            model=desired.model,
+            version=desired.version,
+        )
         active = self.state.active
         if (
             active is not None
@@ -635,6 +632,27 @@ class Updater:
         except (EdgefleetError, OSError) as exc:
             log.error("cannot load %s %s from %s: %s", active.model, active.version, path, exc)
             return None
+
+    def _open_bundle(
+        self, tar_path: Path, bundle_dir: Path, *, sha256: str, size: int, model: str, version: str
+    ) -> VerifiedBundle:
+        """Unpack and verify a downloaded bundle (the active model's or a shadow's).
+
+        The bundle's own checks come first, because they name the file at fault; then the tar
+        digest against the desired state (a mismatching tar is deleted so it is fetched
+        again); then profile, identity and runtime.
+        """
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        unpack_bundle(tar_path, bundle_dir, max_bytes=max(size * 4, 1 << 20))
+        verified = verify_bundle(bundle_dir, self.config.trusted_keys)
+        actual = sha256_file(tar_path)
+        if actual != sha256:
+            tar_path.unlink(missing_ok=True)
+            raise UpdateError(
+                f"bundle tar: sha256 mismatch (desired {sha256[:12]}…, downloaded {actual[:12]}…)"
+            )
+        self._check_identity(verified, model, version)
+        return verified
 
     def _check_identity(self, verified: VerifiedBundle, model: str, version: str) -> None:
         manifest = verified.manifest
