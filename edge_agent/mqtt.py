@@ -12,45 +12,27 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ValidationError
 
 from edge_agent.errors import AgentError
-from edgefleet.protocol import topics
+from edgefleet.protocol import broker, topics
+from edgefleet.protocol.broker import BrokerAddress, BrokerUrlError
 from edgefleet.protocol.messages import Ack, DesiredState, DeviceState, Status
 from edgefleet.protocol.topics import Channel
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-
 def parse_mqtt_url(url: str) -> BrokerAddress:
-    """``mqtt://[user[:password]@]host[:port]`` (default port 1883)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise AgentError(f"MQTT URL {url!r} must look like mqtt://host:port")
+    """The shared broker URL parser; a bad URL stops the agent with an :class:`AgentError`."""
     try:
-        port = parts.port or 1883
-    except ValueError as exc:
-        raise AgentError(f"MQTT URL {url!r} has an invalid port") from exc
-    return BrokerAddress(
-        host=parts.hostname,
-        port=port,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        return broker.parse_mqtt_url(url)
+    except BrokerUrlError as exc:
+        raise AgentError(str(exc)) from exc
 
 
 def _nothing() -> None:
