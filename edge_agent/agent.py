@@ -19,6 +19,7 @@ from pathlib import Path
 from edge_agent.api import DEFAULT_MAX_BODY, LocalApi, PredictionService
 from edge_agent.delivery import Delivery
 from edge_agent.health import HealthMonitor
+from edge_agent.memory import release_free_memory
 from edge_agent.mqtt import MqttLink
 from edge_agent.outbox import Outbox, OutboxConfig
 from edge_agent.runtime import backend_for
@@ -58,6 +59,8 @@ class AgentConfig:
     trusted_keys: tuple[VerifyKey, ...]
     mqtt_url: str | None = None
     listen: tuple[str, int] = ("127.0.0.1", 8470)
+    socket: Path | None = None
+    """Serve the local API on this Unix domain socket instead of ``listen``."""
     telemetry_interval: float = 10.0
     ack_timeout: float = 5.0
     max_body: int = DEFAULT_MAX_BODY
@@ -131,9 +134,12 @@ class Agent:
             input_sample_rate=config.input_sample_rate,
             micro_batch=config.micro_batch,
             micro_batch_wait_ms=config.micro_batch_wait_ms,
+            mqtt_state=self._mqtt_state,
         )
         host, port = config.listen
-        self.api = LocalApi(self.service, host, port, max_body=config.max_body)
+        self.api = LocalApi(
+            self.service, host, port, max_body=config.max_body, socket_path=config.socket
+        )
         self.telemetry = TelemetryLoop(
             metrics=self.metrics,
             interval=config.telemetry_interval,
@@ -155,6 +161,7 @@ class Agent:
 
     def start(self) -> None:
         self.updater.restore()
+        release_free_memory()  # what loading and checking the model freed
         self.api.start()
         self._write_addr()
         self.delivery.start()
@@ -183,12 +190,12 @@ class Agent:
         return self.api.address
 
     def _write_addr(self) -> None:
-        host, port = self.api.address
+        endpoint = self.api.endpoint
         path = self.config.data_dir / ADDR_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(f"{host}:{port}\n")
+        tmp.write_text(f"{endpoint}\n")
         tmp.replace(path)
-        log.info("address %s:%d written to %s", host, port, path)
+        log.info("address %s written to %s", endpoint, path)
 
     def _connect(self) -> None:
         url = self.config.mqtt_url or discover_mqtt_url(self.config.server_url, self._stop)
@@ -226,6 +233,13 @@ class Agent:
     def _connected(self) -> bool:
         return self.link is not None and self.link.connected
 
+    def _mqtt_state(self) -> dict[str, object]:
+        link = self.link
+        return {
+            "connected": link is not None and link.connected,
+            "protocol": link.protocol.value if link is not None else None,
+        }
+
     def _desired(self, desired: DesiredState) -> None:
         self.updater.submit(desired)
 
@@ -237,6 +251,7 @@ class Agent:
             log.warning("serving no model (rolled back to none)")
         else:
             log.info("serving %s %s on %s", served.name, served.version, served.provider)
+        release_free_memory()  # the previous model and what the update freed
         if self.link is not None:
             self.link.publish_status()
 

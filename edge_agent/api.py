@@ -1,4 +1,8 @@
-"""The local HTTP API for applications on the device (loopback, stdlib ``ThreadingHTTPServer``).
+"""The local HTTP API for applications on the device: loopback TCP or a Unix domain socket.
+
+Both serve the same stdlib HTTP handler; a Unix socket (``--socket PATH``) replaces the TCP
+listener, and its file mode (0660) decides who may call the agent (see
+:mod:`edge_agent.unix_socket` for how a stale or live socket file is handled).
 
 ::
 
@@ -6,7 +10,8 @@
                                                    "latency_ms"}
                       {"inputs": [[...], ...]}  -> {"outputs": [...], "model", "version",
                                                    "record_ids": [...], "latency_ms"}
-    GET  /v1/health   200 {"status": "ok", "model", "version"}; 503 while no model is active
+    GET  /v1/health   200 {"status": "ok", "model", "version", "mqtt": {"connected",
+                      "protocol"}}; 503 while no model is active
     GET  /v1/model    the active manifest's interface, the provider in use, the artifact hash
     GET  /metrics     Prometheus text format (see :mod:`edge_agent.prometheus`)
 
@@ -21,13 +26,15 @@ from __future__ import annotations
 
 import json
 import logging
+import socketserver
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from edge_agent.errors import AgentError, InputError, RuntimeBackendError
 from edge_agent.health import HealthMonitor
@@ -39,6 +46,9 @@ from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.shadow import ShadowRunner
 from edge_agent.telemetry import Metrics
 from edgefleet.errors import EdgefleetError
+
+if TYPE_CHECKING:
+    from edge_agent.unix_socket import BoundSocket
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,8 @@ class PredictionService:
     """Stream mode: when >= 2, concurrent single-example requests share runs of up to this
     many examples (see :mod:`edge_agent.microbatch`)."""
     micro_batch_wait_ms: float = 2.0
+    mqtt_state: Callable[[], dict[str, Any]] = lambda: {"connected": False, "protocol": None}
+    """What ``/v1/health`` says about the MQTT link (the agent wires its link in)."""
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
     _running: int = field(default=0, init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
@@ -192,9 +204,10 @@ class PredictionService:
 
     def health(self) -> tuple[int, dict[str, Any]]:
         model = self.slot.current()
+        mqtt = self.mqtt_state()
         if model is None:
-            return 503, {"status": "no model", "model": None, "version": None}
-        return 200, {"status": "ok", "model": model.name, "version": model.version}
+            return 503, {"status": "no model", "model": None, "version": None, "mqtt": mqtt}
+        return 200, {"status": "ok", "model": model.name, "version": model.version, "mqtt": mqtt}
 
     def metrics_text(self) -> str:
         """The Prometheus exposition of the cumulative counters."""
@@ -230,10 +243,23 @@ class PredictionService:
         }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _ApiServer:
     service: PredictionService
     max_body: int
+
+
+class _TcpServer(_ApiServer, ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _UnixServer(_ApiServer, socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, bound: BoundSocket) -> None:
+        super().__init__(str(bound.path), _UnixHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = bound.sock
+        self.server_activate()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -245,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def _service(self) -> PredictionService:
-        return cast(_Server, self.server).service
+        return cast(_ApiServer, self.server).service
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -290,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             raise ApiError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number") from None
-        limit = cast(_Server, self.server).max_body
+        limit = cast(_ApiServer, self.server).max_body
         if length > limit:
             self._discard(length, limit)
             raise ApiError(
@@ -328,8 +354,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _UnixHandler(_Handler):
+    disable_nagle_algorithm = False  # TCP_NODELAY is a TCP option
+
+    def address_string(self) -> str:
+        return "unix"
+
+
 class LocalApi:
-    """The HTTP server on its own thread. ``port=0`` picks a free port."""
+    """The HTTP server on its own thread. ``port=0`` picks a free port; ``socket_path``
+    serves on that Unix domain socket instead of ``host:port``."""
 
     def __init__(
         self,
@@ -338,12 +372,21 @@ class LocalApi:
         port: int = 8470,
         *,
         max_body: int = DEFAULT_MAX_BODY,
+        socket_path: Path | None = None,
     ) -> None:
         self.service = service
-        try:
-            self._server = _Server((host, port), _Handler)
-        except OSError as exc:
-            raise AgentError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
+        self._bound: BoundSocket | None = None
+        self._server: _TcpServer | _UnixServer
+        if socket_path is not None:
+            from edge_agent.unix_socket import bind_unix_socket
+
+            self._bound = bind_unix_socket(socket_path)
+            self._server = _UnixServer(self._bound)
+        else:
+            try:
+                self._server = _TcpServer((host, port), _Handler)
+            except OSError as exc:
+                raise AgentError(f"cannot listen on {host}:{port} ({exc.strerror})") from exc
         self._server.service = service
         self._server.max_body = max_body
         self._thread = threading.Thread(
@@ -351,14 +394,28 @@ class LocalApi:
         )
 
     @property
+    def socket_path(self) -> Path | None:
+        return self._bound.path if self._bound is not None else None
+
+    @property
     def address(self) -> tuple[str, int]:
+        """The TCP address; an AgentError when serving on a Unix socket."""
+        if not isinstance(self._server, _TcpServer):
+            raise AgentError(f"the local API serves on the Unix socket {self.socket_path}")
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
     @property
-    def url(self) -> str:
+    def endpoint(self) -> str:
+        """``HOST:PORT`` or ``unix:PATH``: what the agent writes to ``agent.addr``."""
+        if self._bound is not None:
+            return f"unix:{self._bound.path}"
         host, port = self.address
-        return f"http://{host}:{port}"
+        return f"{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}" if self._bound is None else self.endpoint
 
     def start(self) -> None:
         self._thread.start()
@@ -367,5 +424,7 @@ class LocalApi:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        if self._bound is not None:
+            self._bound.remove()
         if self._thread.is_alive():
             self._thread.join(timeout=5)

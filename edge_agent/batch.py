@@ -101,10 +101,21 @@ def _read_jsonl(path: Path) -> Examples:
     return Examples(len(examples), lambda start, stop: examples[start:stop])
 
 
-def agent_address(listen: str | None, data_dir: Path | None) -> tuple[str, int]:
-    """``--listen HOST:PORT``, else the address the agent wrote to DATA_DIR/agent.addr."""
+AgentAddress = tuple[str, int] | Path
+"""Where the local API listens: ``(host, port)`` on loopback TCP, or a Unix socket path."""
+
+UNIX_PREFIX = "unix:"
+
+
+def agent_address(
+    listen: str | None, data_dir: Path | None, socket: Path | None = None
+) -> AgentAddress:
+    """``--socket PATH``, else ``--listen HOST:PORT``, else the address the agent wrote to
+    DATA_DIR/agent.addr (``HOST:PORT`` or ``unix:PATH``)."""
     from edge_agent.cli import parse_listen
 
+    if socket is not None:
+        return socket
     if listen is not None:
         return parse_listen(listen)
     if data_dir is None:
@@ -116,15 +127,24 @@ def agent_address(listen: str | None, data_dir: Path | None) -> tuple[str, int]:
         raise BatchError(
             f"{path}: not found; is the agent running with --data-dir {data_dir}?"
         ) from None
+    if text.startswith(UNIX_PREFIX):
+        return Path(text.removeprefix(UNIX_PREFIX))
     return parse_listen(text)
 
 
 class AgentClient:
-    """One keep-alive HTTP connection to the agent's local API."""
+    """One keep-alive HTTP connection to the agent's local API (TCP or a Unix socket)."""
 
-    def __init__(self, host: str, port: int, timeout: float = 60.0) -> None:
-        self.where = f"{host}:{port}"
-        self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    def __init__(self, address: AgentAddress, timeout: float = 60.0) -> None:
+        if isinstance(address, Path):
+            from edge_agent.unix_socket import UnixHTTPConnection
+
+            self.where = f"{UNIX_PREFIX}{address}"
+            self._conn: http.client.HTTPConnection = UnixHTTPConnection(address, timeout)
+        else:
+            host, port = address
+            self.where = f"{host}:{port}"
+            self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
 
     def close(self) -> None:
         self._conn.close()
@@ -137,10 +157,10 @@ class AgentClient:
             )
             response = self._conn.getresponse()
             data = response.read()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, FileNotFoundError):
             raise BatchError(
                 f"no agent is listening on {self.where} (connection refused); start it with "
-                "`edgefleet agent run` or pass --listen / --data-dir"
+                "`edgefleet agent run` or pass --listen / --socket / --data-dir"
             ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise BatchError(f"agent at {self.where}: request failed ({exc})") from exc

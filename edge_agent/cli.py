@@ -66,6 +66,12 @@ def run(
     listen: Annotated[
         str, typer.Option(help="Local API address; port 0 picks a free port.")
     ] = "127.0.0.1:8470",
+    socket: Annotated[
+        Path | None,
+        typer.Option(
+            "--socket", help="Serve the local API on this Unix socket (mode 0660) instead."
+        ),
+    ] = None,
     trusted_key: Annotated[
         list[Path] | None,
         typer.Option("--trusted-key", help="Public key that may sign bundles (repeatable)."),
@@ -114,6 +120,7 @@ def run(
 ) -> None:
     """Serve the active model on a local HTTP API, log and deliver predictions, apply updates."""
     from edge_agent.agent import Agent, AgentConfig
+    from edge_agent.memory import limit_arenas
     from edge_agent.outbox import OutboxConfig, OutboxMode, OverflowPolicy
     from edgefleet.bundle import load_verify_key
     from hardware_profiles import load_profile
@@ -124,7 +131,10 @@ def run(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("edge_agent.mqtt.paho").setLevel(logging.WARNING)
-    keys = tuple(load_verify_key(path) for path in trusted_keys(trusted_key or [], data_dir))
+    keys = tuple(
+        load_verify_key(path, isolated=True)  # keeps cryptography out of the agent process
+        for path in trusted_keys(trusted_key or [], data_dir)
+    )
     config = AgentConfig(
         server_url=server,
         device_id=device_id,
@@ -134,6 +144,7 @@ def run(
         trusted_keys=keys,
         mqtt_url=mqtt,
         listen=parse_listen(listen),
+        socket=socket,
         telemetry_interval=telemetry_interval,
         ack_timeout=ack_timeout,
         outbox=OutboxConfig(
@@ -153,6 +164,7 @@ def run(
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    limit_arenas()
     agent = Agent(config)
     logging.getLogger("edge_agent").info(
         "agent %s starting (profile %s, %d trusted keys, data %s)",
@@ -183,6 +195,9 @@ def predict(
     listen: Annotated[
         str | None, typer.Option(help="The agent's local API address, e.g. 127.0.0.1:8470.")
     ] = None,
+    socket: Annotated[
+        Path | None, typer.Option("--socket", help="The agent's local API Unix socket.")
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help="The agent's data directory (reads its agent.addr)."),
@@ -198,7 +213,7 @@ def predict(
     from edge_agent.batch import AgentClient, OutputWriter, agent_address, read_examples, run_batch
 
     examples = read_examples(input_file)
-    host, port = agent_address(listen, data_dir)
+    address = agent_address(listen, data_dir, socket)
     writer = OutputWriter(output, None if output is not None else sys.stdout)
     console = Console(stderr=True)
     with Progress(
@@ -212,7 +227,7 @@ def predict(
         task = bar.add_task(f"predicting {input_file.name}", total=examples.count)
         result = run_batch(
             examples,
-            AgentClient(host, port),
+            AgentClient(address),
             writer,
             batch_size=batch_size,
             progress=lambda done: bar.update(task, completed=done),

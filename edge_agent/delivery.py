@@ -5,6 +5,10 @@ flight with their send time. Only an :class:`Ack` from the server removes them f
 outbox (a broker PUBACK proves nothing); records not acked within ``ack_timeout`` are sent
 again, and a (re)connect sends everything still pending. The server stores by (device, seq),
 so a duplicate costs bandwidth, never a double count.
+
+Each re-send of a record doubles its wait, up to ``max_ack_timeout``: a server that falls
+behind (after an outage, thousands of records arrive at once) gets time to catch up instead
+of a growing flood of duplicates that delays its acks further.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Delivery:
         connected: Callable[[], bool],
         batch_size: int = 200,
         ack_timeout: float = 5.0,
+        max_ack_timeout: float = 60.0,
         max_inflight: int = 2000,
         poll_interval: float = 0.5,
     ) -> None:
@@ -38,10 +43,12 @@ class Delivery:
         self._connected = connected
         self.batch_size = batch_size
         self.ack_timeout = ack_timeout
+        self.max_ack_timeout = max(ack_timeout, max_ack_timeout)
         self.max_inflight = max_inflight
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
-        self._inflight: dict[int, float] = {}
+        self._inflight: dict[int, float] = {}  # seq -> when it is due for a re-send
+        self._attempts: dict[int, int] = {}  # seq -> sends so far (while in flight)
         self._cursor = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -64,10 +71,12 @@ class Delivery:
         """Forget what is in flight (after a reconnect): everything pending goes out again."""
         with self._lock:
             self._inflight.clear()
+            self._attempts.clear()
             self._cursor = 0
         self._wake.set()
 
     def inflight(self) -> dict[int, float]:
+        """seq -> the monotonic time at which it is re-sent unless acknowledged first."""
         with self._lock:
             return dict(self._inflight)
 
@@ -85,6 +94,7 @@ class Delivery:
         with self._lock:
             for seq in seqs:
                 self._inflight.pop(seq, None)
+                self._attempts.pop(seq, None)
         log.debug("server acknowledged %d records (%d removed)", len(seqs), removed)
         self._wake.set()
         return removed
@@ -95,9 +105,7 @@ class Delivery:
             return 0
         now = time.monotonic()
         with self._lock:
-            expired = sorted(
-                s for s, sent in self._inflight.items() if now - sent >= self.ack_timeout
-            )
+            expired = sorted(seq for seq, due in self._inflight.items() if now >= due)
         sent = 0
         if expired:
             records = self._outbox.get(expired)
@@ -106,11 +114,13 @@ class Delivery:
                 for seq in expired:
                     if seq not in present:
                         self._inflight.pop(seq, None)
+                        self._attempts.pop(seq, None)
+                waited = max((self._wait(seq) for seq in present), default=0.0)
             if records:
                 log.info(
                     "re-sending %d records not acknowledged after %.1fs",
                     len(records),
-                    self.ack_timeout,
+                    waited,
                 )
                 sent += self._send(records)
         while True:
@@ -139,9 +149,15 @@ class Delivery:
             now = time.monotonic()
             with self._lock:
                 for record in batch:
-                    self._inflight[record.seq] = now
+                    self._attempts[record.seq] = self._attempts.get(record.seq, 0) + 1
+                    self._inflight[record.seq] = now + self._wait(record.seq)
             sent += len(batch)
         return sent
+
+    def _wait(self, seq: int) -> float:
+        """How long the latest send of ``seq`` waits for its ack (call with the lock held)."""
+        doublings = min(self._attempts.get(seq, 1) - 1, 16)
+        return float(min(self.ack_timeout * 2**doublings, self.max_ack_timeout))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

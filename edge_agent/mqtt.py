@@ -1,4 +1,10 @@
-"""The agent's MQTT link: paho-mqtt 2.x, MQTT 3.1.1, Last Will, automatic reconnects.
+"""The agent's MQTT link: paho-mqtt 2.x, MQTT 5 or 3.1.1, Last Will, automatic reconnects.
+
+The link speaks MQTT 5 where the broker does and falls back to 3.1.1 otherwise: a CONNACK
+"unsupported protocol version" (0x84, or 3.1.1's return code 1), or a broker that closes the
+connection twice in a row before any CONNACK, switches the link to 3.1.1 for the rest of the
+process and logs it; :attr:`MqttLink.protocol` says which one is in use (the local API's
+``/v1/health`` shows it).
 
 On every connect the link publishes ``Status(online)`` retained and subscribes (inside
 ``on_connect``, so subscriptions survive reconnects) to ``desired`` and ``ack``. The Last Will
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,6 +40,18 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
         return broker.parse_mqtt_url(url)
     except BrokerUrlError as exc:
         raise AgentError(str(exc)) from exc
+
+
+UNSUPPORTED_PROTOCOL_VERSION = 0x84
+CLOSES_BEFORE_FALLBACK = 2
+
+
+class MqttProtocol(StrEnum):
+    MQTT5 = "5"
+    MQTT311 = "3.1.1"
+
+
+_PAHO_PROTOCOL = {MqttProtocol.MQTT5: mqtt.MQTTv5, MqttProtocol.MQTT311: mqtt.MQTTv311}
 
 
 def _nothing() -> None:
@@ -61,20 +80,25 @@ class MqttLink:
         self._on_connected = on_connected
         self._keepalive = keepalive
         self._connected = threading.Event()
+        self._lock = threading.Lock()
         self._stopping = False
         self._ever_connected = False
         self._failures = 0
-        self._client = self._make_client()
+        self._awaiting_connack = False
+        self._closes_before_connack = 0
+        self._protocol = MqttProtocol.MQTT5
+        self._client = self._make_client(self._protocol)
 
     def _topic(self, channel: Channel) -> str:
         return topics.topic(self.device_id, channel)
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self, protocol: MqttProtocol) -> mqtt.Client:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"edgefleet-agent-{self.device_id}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
+            protocol=_PAHO_PROTOCOL[protocol],
+            # MQTT 5 has no clean_session; clean_start=True in connect_async says the same.
+            clean_session=True if protocol is MqttProtocol.MQTT311 else None,
         )
         client.enable_logger(logging.getLogger("edge_agent.mqtt.paho"))
         client.suppress_exceptions = True
@@ -84,6 +108,7 @@ class MqttLink:
         client.will_set(self._topic(Channel.STATUS), offline.to_bytes(), qos=1, retain=True)
         # paho annotates the delays as int; it sleeps on them, so a float works.
         client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]
+        client.on_pre_connect = self._handle_pre_connect
         client.on_connect = self._handle_connect
         client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
@@ -94,18 +119,55 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def protocol(self) -> MqttProtocol:
+        """The MQTT version in use: 5 until the broker refuses it, then 3.1.1."""
+        return self._protocol
+
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
     def start(self) -> None:
         """Connect in the background; the network thread keeps reconnecting until stop()."""
-        log.info("connecting to MQTT broker %s:%d", self.address.host, self.address.port)
-        self._client.connect_async(self.address.host, self.address.port, self._keepalive)
-        self._client.loop_start()
+        log.info(
+            "connecting to MQTT broker %s:%d (MQTT %s)",
+            self.address.host,
+            self.address.port,
+            self._protocol,
+        )
+        with self._lock:
+            self._launch(self._client)
+
+    def _launch(self, client: mqtt.Client) -> None:
+        if self._protocol is MqttProtocol.MQTT5:
+            client.connect_async(
+                self.address.host, self.address.port, self._keepalive, clean_start=True
+            )
+        else:
+            client.connect_async(self.address.host, self.address.port, self._keepalive)
+        client.loop_start()
+
+    def _fall_back(self, why: str) -> None:
+        """Replace the MQTT 5 client by a 3.1.1 one (called on the old client's thread)."""
+        with self._lock:
+            if self._stopping or self._protocol is MqttProtocol.MQTT311:
+                return
+            log.warning(
+                "MQTT broker %s:%d does not speak MQTT 5 (%s); falling back to MQTT 3.1.1",
+                self.address.host,
+                self.address.port,
+                why,
+            )
+            old = self._client
+            old.loop_stop()  # on its own thread: ends the loop after this callback returns
+            self._protocol = MqttProtocol.MQTT311
+            self._client = self._make_client(self._protocol)
+            self._launch(self._client)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Publish offline status, disconnect cleanly, stop the network thread."""
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         if self.connected:
             offline = self._status().model_copy(update={"state": DeviceState.OFFLINE})
             info = self._client.publish(
@@ -136,22 +198,37 @@ class MqttLink:
     def publish_status(self) -> bool:
         return self.publish(Channel.STATUS, self._status(), qos=1, retain=True)
 
+    def _handle_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        self._awaiting_connack = True
+
     def _handle_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        self._awaiting_connack = False
+        self._closes_before_connack = 0
         if reason.is_failure:
+            if reason.value == UNSUPPORTED_PROTOCOL_VERSION and client is self._client:
+                self._fall_back(f"CONNACK: {reason}")
+                return
             log.warning("MQTT broker refused the connection: %s", reason)
             return
         again = "re" if self._ever_connected else ""
         self._failures = 0
         self._ever_connected = True
-        log.info("%sconnected to MQTT broker %s:%d", again, self.address.host, self.address.port)
+        log.info(
+            "%sconnected to MQTT broker %s:%d (MQTT %s)",
+            again,
+            self.address.host,
+            self.address.port,
+            self._protocol,
+        )
         self.publish_status()
         client.subscribe([(self._topic(Channel.DESIRED), 1), (self._topic(Channel.ACK), 1)])
         self._connected.set()
         self._on_connected()
 
     def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._awaiting_connack = False
         self._failures += 1
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(
@@ -165,7 +242,17 @@ class MqttLink:
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        if client is not self._client:
+            return
         self._connected.clear()
+        if self._awaiting_connack and self._protocol is MqttProtocol.MQTT5:
+            self._awaiting_connack = False
+            self._closes_before_connack += 1
+            if self._closes_before_connack >= CLOSES_BEFORE_FALLBACK:
+                self._fall_back(
+                    f"closed the connection {self._closes_before_connack} times before a CONNACK"
+                )
+                return
         if not self._stopping:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
 

@@ -150,7 +150,12 @@ class Outbox:
 
     def submit(self, records: Sequence[Mapping[str, Any]]) -> Ticket:
         """Queue records for the next group commit (every PredictionRecord field but seq)."""
-        rows = [json.dumps({k: v for k, v in r.items() if k != "seq"}) for r in records]
+        return self.submit_rows(
+            [json.dumps({k: v for k, v in r.items() if k != "seq"}) for r in records]
+        )
+
+    def submit_rows(self, rows: list[str]) -> Ticket:
+        """Like :meth:`submit`, for records already encoded as JSON objects (without seq)."""
         with self._cond:
             while self._queued >= self.config.max_queue and not self._closing:
                 self._cond.wait(0.1)  # back-pressure: the writer is far behind
@@ -166,7 +171,13 @@ class Outbox:
 
     def write(self, records: Sequence[Mapping[str, Any]]) -> Ticket:
         """Submit; in durable mode, return only once the records are committed (or dropped)."""
-        ticket = self.submit(records)
+        return self._settle(self.submit(records))
+
+    def write_rows(self, rows: list[str]) -> Ticket:
+        """:meth:`write` for records already encoded as JSON (see :meth:`submit_rows`)."""
+        return self._settle(self.submit_rows(rows))
+
+    def _settle(self, ticket: Ticket) -> Ticket:
         if self.config.mode is OutboxMode.DURABLE:
             ticket.wait()
         return ticket

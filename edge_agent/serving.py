@@ -12,6 +12,7 @@ input tensor.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,11 +61,11 @@ class ServedModel:
     def provider(self) -> str:
         return self.prepared.provider
 
-    @property
+    @functools.cached_property
     def input_spec(self) -> TensorSpec:
         return self.manifest.interface.inputs[0]
 
-    @property
+    @functools.cached_property
     def batch_axis(self) -> str | None:
         """``"dynamic"``, ``"one"`` (fixed batch of 1) or None (no batch axis)."""
         shape = self.input_spec.shape
@@ -74,7 +75,7 @@ class ServedModel:
             return "dynamic"
         return "one" if shape[0] == 1 else None
 
-    @property
+    @functools.cached_property
     def example_shape(self) -> Shape:
         shape = self.input_spec.shape
         return shape[1:] if self.batch_axis else shape

@@ -7,7 +7,10 @@ first output with what the active model answered: top-1 agreement (argmax over t
 and the mean absolute difference, plus the candidate's latency and errors, per telemetry
 window (:meth:`ShadowRunner.take`).
 
-:func:`check_memory` refuses to start a shadow when memory cannot hold both models.
+:func:`check_memory` refuses to start a shadow when memory cannot hold both models. What the
+process may still use is the least of: what the OS reports available, the headroom under the
+process's address-space limit (``RLIMIT_AS``, e.g. ``ulimit -v``) and under its cgroup's memory
+limit (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``), and the profile's declared memory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import logging
 import queue
 import random
+import resource
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +38,12 @@ from hardware_profiles.schema import HardwareProfile
 log = logging.getLogger(__name__)
 
 MEMORY_FACTOR = 4.0  # resident bytes per byte of model file, a conservative estimate
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
+    ("memory.max", "memory.current"),
+    ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
+)
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a huge number
 _Item = tuple[list[Array], list[Array]]
 
 
@@ -43,6 +53,42 @@ def model_bytes(path: Path) -> int:
         if path.is_dir()
         else (path.stat().st_size)
     )
+
+
+def address_space_headroom() -> int | None:
+    """Bytes left under this process's ``RLIMIT_AS`` soft limit; None when unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    vms: int = psutil.Process().memory_info().vms
+    return max(0, soft - vms)
+
+
+def cgroup_headroom(root: Path = CGROUP_ROOT) -> int | None:
+    """Bytes left under the memory limit of the cgroup the process sees; None without one."""
+    for limit_name, usage_name in _CGROUP_FILES:
+        try:
+            limit_text = (root / limit_name).read_text().strip()
+            usage = int((root / usage_name).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= _UNLIMITED:
+            return None
+        return max(0, int(limit_text) - usage)
+    return None
+
+
+def memory_limits(available: int | None = None) -> list[tuple[str, int]]:
+    """(what, bytes the process may still use) for each limit that applies to it."""
+    free = psutil.virtual_memory().available if available is None else available
+    limits = [("available memory", int(free))]
+    address_space = address_space_headroom()
+    if address_space is not None:
+        limits.append(("the headroom under the address-space limit (RLIMIT_AS)", address_space))
+    cgroup = cgroup_headroom()
+    if cgroup is not None:
+        limits.append(("the headroom under the cgroup memory limit", cgroup))
+    return limits
 
 
 def check_memory(
@@ -55,11 +101,10 @@ def check_memory(
 ) -> None:
     """Raise UpdateError when both models (file size x ``factor``) do not fit in memory.
 
-    The limit is the smaller of what the OS reports available and the profile's declared
-    application memory (``hardware.memory_mb``).
+    The limit is the least of :func:`memory_limits` (``available`` replaces what the OS
+    reports) and the profile's declared application memory (``hardware.memory_mb``).
     """
-    free = psutil.virtual_memory().available if available is None else available
-    limits = [("available memory", int(free))]
+    limits = memory_limits(available)
     declared = profile.hardware.memory_mb
     if declared is not None:
         limits.append((f"profile {profile.tag} memory", declared << 20))

@@ -81,10 +81,23 @@ def test_core_imports_parts_only_in_the_cli_root() -> None:
     assert offences == []
 
 
+def test_the_cli_root_registers_only_the_parts_cli_modules() -> None:
+    from edgefleet.cli import COMMANDS
+
+    modules = {module for module, _ in COMMANDS.values()}
+    offences = [
+        module
+        for module in modules
+        if not module.startswith("edgefleet.cli") and not module.split(".")[-1].endswith("cli")
+    ]
+    assert offences == []
+
+
 def test_agent_and_cli_import_no_server_or_compiler_dependency() -> None:
     probe = """
 import importlib, json, pkgutil, sys
 import edge_agent, edgefleet.cli
+edgefleet.cli.build_app()
 for info in pkgutil.walk_packages(edge_agent.__path__, "edge_agent."):
     importlib.import_module(info.name)
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))

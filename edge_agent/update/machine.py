@@ -246,12 +246,23 @@ class Updater:
     # -- the reconciler --------------------------------------------------------------------
 
     def apply(self, desired: DesiredState) -> DeploymentPhase | None:
-        """Converge on ``desired``; returns the terminal phase (None when stopped midway)."""
+        """Converge on ``desired``; returns the terminal phase (None when stopped midway).
+
+        A desired state the device already runs is answered with ``committed`` again: a server
+        that restarted republishes every desired state, and this is how it learns what the
+        devices committed while it was down. (A failed deployment is not reported again: the
+        store keeps its detail, not its final phase; the server times it out.)
+        """
         current = self._slot.current()
         if current is not None and _serves(current, desired):
-            if current.deployment_id != desired.deployment_id:
+            adopting = current.deployment_id != desired.deployment_id
+            if adopting:
                 self._adopt(current, desired)
-            self._reconcile_shadow(desired)
+            # The shadow runs before the deployment is reported committed: the server starts
+            # judging the candidate when it hears that.
+            if self._reconcile_shadow(desired):
+                detail = "already serving this " + ("artifact" if adopting else "deployment")
+                self._send(desired, DeploymentPhase.COMMITTED, detail)
             return DeploymentPhase.COMMITTED
         if desired.deployment_id in self.state.failed:
             log.debug("deployment %s failed before; not retrying it", desired.deployment_id)
@@ -266,8 +277,9 @@ class Updater:
 
     # -- shadow ----------------------------------------------------------------------------
 
-    def _reconcile_shadow(self, desired: DesiredState) -> None:
-        """Start, replace or stop the shadow candidate that ``desired.shadow`` names."""
+    def _reconcile_shadow(self, desired: DesiredState) -> bool:
+        """Start, replace or stop the shadow candidate that ``desired.shadow`` names. False
+        when the candidate cannot run (reported as failed) or the agent is stopping."""
         spec = desired.shadow
         running = self.shadow
         if spec is None:
@@ -275,29 +287,31 @@ class Updater:
                 self.shadow, self._shadow_dir = None, None
                 self._on_shadow(None)
                 running.stop()
-            return
+            return True
         artifact = spec.artifact
         if running is not None and running.candidate.artifact_sha256 == artifact.sha256:
             running.sample_rate = spec.sample_rate
-            return
+            return True
         if artifact.sha256 in self._shadow_failed:
-            return
+            self._send_shadow(desired, DeploymentPhase.FAILED, "shadow: this candidate failed")
+            return False
         try:
             candidate = self._install_shadow(desired)
         except StoppedError:
-            return
+            return False
         except (EdgefleetError, OSError) as exc:
             detail = str(exc) if str(exc).startswith("shadow:") else f"shadow: {exc}"
             log.error("deployment %s: %s", desired.deployment_id, detail)
             self._shadow_failed.add(artifact.sha256)
             self._send_shadow(desired, DeploymentPhase.FAILED, detail)
-            return
+            return False
         runner = ShadowRunner(candidate, sample_rate=spec.sample_rate)
         runner.start()
         self.shadow = runner
         self._on_shadow(runner)
         if running is not None:
             running.stop()
+        return True
 
     def _install_shadow(self, desired: DesiredState) -> ServedModel:
         assert desired.shadow is not None
@@ -605,7 +619,8 @@ class Updater:
     # -- helpers ---------------------------------------------------------------------------
 
     def _adopt(self, current: ServedModel, desired: DesiredState) -> None:
-        """A new deployment of the model already served: nothing to install, just report."""
+        """A new deployment of the model already served: nothing to install; the caller
+        reports it committed once its shadow (if any) runs."""
         adopted = ServedModel(
             manifest=current.manifest,
             prepared=current.prepared,
@@ -621,7 +636,6 @@ class Updater:
         deployment = Deployment(desired=desired, state=State.COMMITTED, previous=self.state.active)
         self.state.deployment = deployment
         self._store.save(self.state)
-        self._send(desired, DeploymentPhase.COMMITTED, "already serving this artifact")
 
     def _load_active(self, active: ActiveModel) -> ServedModel | None:
         path = Path(active.path)

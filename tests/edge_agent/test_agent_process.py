@@ -250,7 +250,12 @@ def test_deploy_predict_deliver_ride_out_a_broker_outage_and_restart(
         offline_agent.start()
         assert offline_agent.request("GET", "/v1/health") == (
             200,
-            {"status": "ok", "model": "tiny", "version": "1.0.0"},
+            {
+                "status": "ok",
+                "model": "tiny",
+                "version": "1.0.0",
+                "mqtt": {"connected": False, "protocol": "5"},
+            },
         )
         status, body = offline_agent.request("POST", "/v1/predict", {"input": [1, 2, 3, 4]})
         assert status == 200 and body["version"] == "1.0.0"

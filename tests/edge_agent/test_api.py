@@ -98,7 +98,12 @@ def test_predict_answers_and_logs_a_record(
     np.testing.assert_allclose(record.output, body["output"])
     assert client.request("GET", "/v1/health") == (
         200,
-        {"status": "ok", "model": "tiny", "version": "1.0.0"},
+        {
+            "status": "ok",
+            "model": "tiny",
+            "version": "1.0.0",
+            "mqtt": {"connected": False, "protocol": None},
+        },
     )
     status, model = client.request("GET", "/v1/model")
     assert status == 200

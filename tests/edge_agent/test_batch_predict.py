@@ -130,10 +130,9 @@ def test_one_line_errors(agent: Agent, tmp_path: Path) -> None:
 
 
 def _run(agent: Agent, path: Path, output: Path, batch_size: int = 4) -> None:
-    host, port = agent.address
     run_batch(
         read_examples(path),
-        AgentClient(host, port),
+        AgentClient(agent.address),
         OutputWriter(output, None),
         batch_size=batch_size,
     )

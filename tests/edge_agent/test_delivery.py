@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -85,3 +86,30 @@ def test_records_leave_the_outbox_only_when_acked(tmp_path: Path, mosquitto: Mos
             link.stop()
             fleet.clear_retained()
             outbox.close()
+
+
+def test_each_re_send_doubles_the_wait_up_to_the_cap(tmp_path: Path) -> None:
+    """A server that is behind gets fewer duplicates, not a flood every ack timeout."""
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.append_many([_record(n) for n in range(3)])
+    sent: list[list[int]] = []
+
+    def publish(batch: PredictionBatch) -> bool:
+        sent.append([record.seq for record in batch.records])
+        return True
+
+    delivery = Delivery(
+        outbox=outbox, publish=publish, connected=lambda: True, ack_timeout=0.05,
+        max_ack_timeout=0.2,
+    )  # fmt: skip
+    waits = []
+    for _ in range(5):
+        wait_for(lambda: delivery.tick() > 0, timeout=5, what="a (re-)send")
+        waits.append(min(delivery.inflight().values()) - time.monotonic())
+    assert sent == [[1, 2, 3]] * 5
+    for got, expected in zip(waits, [0.05, 0.1, 0.2, 0.2, 0.2], strict=True):
+        assert expected / 2 < got <= expected, waits  # due time set just before it was read
+    delivery.handle_ack(Ack.of([1, 2, 3]))
+    assert delivery.inflight() == {}
+    delivery.reset()
+    outbox.close()

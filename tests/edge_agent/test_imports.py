@@ -43,3 +43,22 @@ def test_loading_the_agent_pulls_in_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_running_agent_keeps_cryptography_out_of_its_memory(tmp_path: Path) -> None:
+    """Trusted keys load without it and signature checks run in a child process, so the
+    library and its OpenSSL (~10 MiB resident) never enter the long-running agent."""
+    from edgefleet.bundle import generate_key_pair
+
+    _, public = generate_key_pair(tmp_path, "fleet")
+    code = (
+        "import sys\nfrom pathlib import Path\n"
+        "import edge_agent.agent, edge_agent.cli, edge_agent.runtime.ort\n"
+        "from edgefleet.bundle import load_verify_key\n"
+        f"key = load_verify_key(Path({str(public)!r}), isolated=True)\n"
+        "print(key.isolated, sorted(m for m in sys.modules if m.startswith('cryptography')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "True []"

@@ -15,7 +15,7 @@ from edge_agent.runtime.ort import OnnxRuntimeBackend
 from edge_agent.shadow import ShadowRunner, check_memory
 from edge_agent.telemetry import Metrics
 from edge_agent.update import StateStore, Updater
-from edgefleet.protocol.messages import Artifact, DesiredState, ShadowSpec
+from edgefleet.protocol.messages import Artifact, DesiredState, Report, ShadowSpec
 from edgefleet.protocol.messages import DeploymentPhase as Phase
 from hardware_profiles import HardwareProfile
 from tests.edge_agent.conftest import Rig
@@ -96,6 +96,57 @@ def test_a_different_shadow_reports_disagreement_and_its_errors_never_reach_the_
     assert stats.mean_abs_diff is not None and stats.mean_abs_diff > 0.5  # bias differs by 1
     runner.stop()
     service.outbox.close()
+
+
+def test_a_shadow_added_to_the_served_model_runs_before_the_deployment_is_reported_committed(
+    rig: Rig,
+) -> None:
+    """The server starts judging a shadow from the moment it hears the deployment committed:
+    by then the candidate must already be running."""
+    v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
+    candidate = build_bundle(rig.workdir, rig.key, version="1.1.0", weights_version=2)
+    rig.publish(1, v1)
+    rig.publish(2, candidate)
+    assert rig.updater.apply(desired_for(v1, 1, "dep-1")) is Phase.COMMITTED
+    running_at_commit: list[bool] = []
+    report = rig.updater._report
+
+    def watch(message: Report) -> None:
+        if message.deployment_id == "dep-2" and message.phase is Phase.COMMITTED:
+            running_at_commit.append(rig.updater.shadow is not None)
+        report(message)
+
+    rig.updater._report = watch
+    assert rig.updater.apply(_with_shadow(desired_for(v1, 1, "dep-2"), candidate, 2)) is (
+        Phase.COMMITTED
+    )
+    assert running_at_commit == [True]
+    assert rig.reports[-1].detail == "already serving this artifact"
+    assert rig.updater.shadow is not None
+    rig.updater.shadow.stop()
+
+
+def test_a_shadow_that_cannot_run_fails_its_deployment_instead_of_committing_it(
+    rig: Rig, backend: OnnxRuntimeBackend
+) -> None:
+    config = dataclasses.replace(rig.updater.config, shadow_memory_factor=1e12)
+    updater = Updater(
+        config=config,
+        backend=backend,
+        slot=rig.slot,
+        store=StateStore(rig.data_dir),
+        report=rig.reports.append,
+    )
+    v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
+    candidate = build_bundle(rig.workdir, rig.key, version="1.1.0", weights_version=1)
+    rig.publish(1, v1)
+    rig.publish(2, candidate)
+    assert updater.apply(desired_for(v1, 1, "dep-1")) is Phase.COMMITTED
+    for deployment in ("dep-2", "dep-3"):  # a candidate that failed once fails again at once
+        updater.apply(_with_shadow(desired_for(v1, 1, deployment), candidate, 2))
+        mine = [r for r in rig.reports if r.deployment_id == deployment]
+        assert [r.phase for r in mine] == [Phase.FAILED], mine
+        assert mine[0].detail.startswith("shadow:")
 
 
 def test_a_shadow_that_does_not_fit_in_memory_is_refused_and_reported(

@@ -161,3 +161,64 @@ def test_key_files_refuse_overwrite_and_garbage(tmp_path: Path) -> None:
     with pytest.raises(SigningKeyError, match="cannot read key file"):
         load_signing_key(tmp_path / "missing.key")
     assert (tmp_path / "k.key").stat().st_mode & 0o077 == 0
+
+
+def test_an_isolated_key_verifies_in_a_child_process_like_in_process(
+    bundle: Path, tmp_path: Path, keys: Keys
+) -> None:
+    isolated = VerifyKey(keys[1].raw, isolated=True)
+    assert isolated.key_id == keys[1].key_id == keys[0].key_id
+    assert verify_bundle(bundle, [isolated]).key_id == keys[0].key_id
+    data = b"manifest bytes"
+    signature = keys[0].sign(data)
+    assert isolated.verify(data, signature) and keys[1].verify(data, signature)
+    assert not isolated.verify(data + b"!", signature)
+    assert not isolated.verify(data, "not base64 at all!")
+    forged = keys[0].sign(b"something else")
+    assert not isolated.verify(data, forged) and not keys[1].verify(data, forged)
+
+
+def test_public_keys_load_without_cryptography_and_other_kinds_are_refused(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    _, public = generate_key_pair(tmp_path, "k")
+    probe = (
+        "import sys; from pathlib import Path; from edgefleet.bundle import load_verify_key; "
+        f"key = load_verify_key(Path({str(public)!r})); "
+        "print(key.key_id, 'cryptography' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [load_verify_key(public).key_id, "False"]
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = other.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "ec.pub").write_bytes(pem)
+    with pytest.raises(SigningKeyError, match=r"ec\.pub: not an ed25519 public key"):
+        load_verify_key(tmp_path / "ec.pub")
+    (tmp_path / "bad.pub").write_text("-----BEGIN PUBLIC KEY-----\n!!\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(SigningKeyError, match=r"bad\.pub: not a PEM public key"):
+        load_verify_key(tmp_path / "bad.pub")
+
+
+def test_an_isolated_check_that_cannot_run_is_an_error_not_a_bad_signature(
+    keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    isolated = VerifyKey(keys[1].raw, isolated=True)
+    signature = keys[0].sign(b"data")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(SigningKeyError, match="cannot run the signature check"):
+        isolated.verify(b"data", signature)
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # runs, exits 1 without checking
+    with pytest.raises(SigningKeyError, match="failed to run"):
+        isolated.verify(b"data", signature)
