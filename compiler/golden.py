@@ -1,17 +1,25 @@
 """Golden samples: a few inputs with the artifact's own outputs, re-checked on the device.
 
-``golden.npz`` holds exactly two arrays (single-input, single-output models for now):
+For a model with one input and one output, ``golden.npz`` holds exactly two arrays:
 
-- ``inputs``:  float32, shape ``(count, *input_shape[1:])``, samples taken evenly from the eval
+- ``inputs``:  shape ``(count, *input_shape[1:])``, samples taken evenly from the eval
   data (or the calibration data when no eval data was given);
 - ``outputs``: the outputs of THE ARTIFACT ITSELF (not the float model) for those inputs, run
-  on the host with onnxruntime's CPU provider, one sample at a time: ``outputs[i]`` is the
-  artifact's output for ``inputs[i:i+1]``, batch axis removed; shape ``(count, *output_shape[1:])``.
+  on the host (onnxruntime's CPU provider; LiteRT for a ``.tflite``, float32 after
+  dequantization), one sample at a time: ``outputs[i]`` is the artifact's output for
+  ``inputs[i:i+1]``, batch axis removed; shape ``(count, *output_shape[1:])``.
+
+A model with several inputs or outputs gets one array per input, ``inputs/<input name>``, and
+one per output, ``outputs/<output name>`` (:func:`edgefleet.bundle.golden_key`), in the model's
+dtypes, ``count`` samples first. An input array with as many axes as the model input has its
+batch axis first (sample ``i`` is fed as ``array[i:i+1]``); one with an axis more is fed whole
+(``array[i]``, e.g. a recurrent state), and then every output array is the per-sample outputs
+stacked on a new first axis.
 
 A device passes when ``numpy.allclose(device_outputs, outputs, atol=manifest.golden.atol,
-rtol=manifest.golden.rtol)``. The tolerance allows for numeric divergence between the host and
-the device's kernels (another CPU's int8 rounding, a GPU's TF32), scaled by the output
-magnitude ``m = max(1, max|outputs|)``:
+rtol=manifest.golden.rtol)`` for every output. The tolerance allows for numeric divergence
+between the host and the device's kernels (another CPU's int8 rounding, a GPU's TF32), scaled by
+the output magnitude ``m = max(1, max|outputs|)`` over all outputs:
 
 - fp32: ``atol = 1e-3 * m``;
 - fp16: ``atol = 1e-2 * m``;
@@ -21,14 +29,15 @@ magnitude ``m = max(1, max|outputs|)``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
-from compiler.data import FloatArray
-from compiler.runner import HostModel
-from edgefleet.bundle import GOLDEN_FILE, GOLDEN_INPUTS, GOLDEN_OUTPUTS, GoldenSamples
+from compiler.data import FloatArray, Samples
+from compiler.runner import Runner
+from edgefleet.bundle import GOLDEN_FILE, GOLDEN_INPUTS, GOLDEN_OUTPUTS, GoldenSamples, golden_key
 from hardware_profiles.schema import Precision
 
 DEFAULT_COUNT = 8
@@ -36,29 +45,47 @@ DEFAULT_COUNT = 8
 _RELATIVE_ATOL = {Precision.FP32: 1e-3, Precision.FP16: 1e-2, Precision.INT8: 5e-2}
 
 
-def select_inputs(x: FloatArray, count: int = DEFAULT_COUNT) -> FloatArray:
+@overload
+def select_inputs(x: FloatArray, count: int = DEFAULT_COUNT) -> FloatArray: ...
+@overload
+def select_inputs(x: Samples, count: int = DEFAULT_COUNT) -> Samples: ...
+def select_inputs(x: FloatArray | Samples, count: int = DEFAULT_COUNT) -> FloatArray | Samples:
     """``count`` samples spread evenly over ``x`` (all of them when there are fewer)."""
     index = np.unique(np.linspace(0, len(x) - 1, num=min(count, len(x))).round().astype(int))
+    if isinstance(x, Samples):
+        return x.take(index)
     return np.ascontiguousarray(x[index])
 
 
 def write_golden(
     directory: Path,
-    artifact: HostModel,
-    inputs: FloatArray,
-    float_outputs: FloatArray,
+    artifact: Runner,
+    inputs: Samples | FloatArray,
+    float_outputs: Mapping[str, FloatArray] | FloatArray,
     precision: Precision,
 ) -> GoldenSamples:
     """Write ``directory/golden.npz`` and return the manifest entry with its tolerance.
 
-    ``float_outputs`` are the float model's outputs for ``inputs`` (same order); they set the
-    int8 tolerance and are not stored.
+    ``float_outputs`` are the float model's outputs for ``inputs`` (same order, by output
+    name); they set the int8 tolerance and are not stored.
     """
-    outputs = artifact.run_each(inputs)
-    magnitude = max(1.0, float(np.max(np.abs(outputs))))
+    samples = artifact.samples(inputs)
+    outputs = artifact.run_each_all(samples)
+    reference = (
+        float_outputs
+        if isinstance(float_outputs, Mapping)
+        else {artifact.output_names[0]: float_outputs}
+    )
+    magnitude = max(1.0, *(float(np.max(np.abs(o))) for o in outputs.values()))
     atol = _RELATIVE_ATOL[precision] * magnitude
     if precision is Precision.INT8:
-        atol = max(atol, float(np.max(np.abs(outputs - float_outputs))))
-    arrays: dict[str, Any] = {GOLDEN_INPUTS: inputs, GOLDEN_OUTPUTS: outputs}
+        error = max(float(np.max(np.abs(outputs[n] - reference[n]))) for n in reference)
+        atol = max(atol, error)
+    arrays: dict[str, Any]
+    if len(samples.arrays) == 1 and len(outputs) == 1:
+        arrays = {GOLDEN_INPUTS: samples.first, GOLDEN_OUTPUTS: next(iter(outputs.values()))}
+    else:
+        arrays = {golden_key(GOLDEN_INPUTS, n): a for n, a in samples.arrays.items()}
+        arrays.update({golden_key(GOLDEN_OUTPUTS, n): a for n, a in outputs.items()})
     np.savez(directory / GOLDEN_FILE, **arrays)
-    return GoldenSamples(file=GOLDEN_FILE, count=len(inputs), atol=float(atol), rtol=0.0)
+    return GoldenSamples(file=GOLDEN_FILE, count=len(samples), atol=float(atol), rtol=0.0)

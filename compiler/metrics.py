@@ -11,6 +11,10 @@ Built-in metrics (``reference`` is the float model's outputs, ``outputs`` the ca
 A user metric is ``package.module:function`` taking ``(reference, outputs, labels)`` and
 returning a float, higher is better.
 
+A model with several outputs is judged on one of them when the user names it (``--output-name``),
+else on every output, keeping the worst score (``accuracy`` always reads the first output, the
+one the labels are for); see :func:`score`.
+
 The bound: ``max_drop`` is how far the candidate may fall below the float model's own score
 (for ``max_abs_error``, how large the error may be); ``min_metric`` is an absolute floor (for
 ``max_abs_error``, a ceiling). Both may be given; both must hold.
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +114,32 @@ def resolve_metric(name: str | None, *, classifier: bool, has_labels: bool) -> M
     if not callable(user):
         raise CompileError(f"--metric {name!r}: {module_name!r} has no callable {attribute!r}")
     return Metric(name, user, True)
+
+
+def score(
+    metric: Metric,
+    reference: Mapping[str, FloatArray],
+    outputs: Mapping[str, FloatArray],
+    labels: IntArray | None,
+    output: str | None = None,
+) -> float:
+    """``metric`` on the chosen ``output``, or its worst value over every output."""
+    names = list(reference)
+    if output is not None:
+        names = [output]
+    elif metric.name == "accuracy":
+        names = names[:1]
+    values = [metric(reference[name], outputs[name], labels) for name in names]
+    return min(values) if metric.higher_is_better else max(values)
+
+
+def check_output(output: str | None, names: Sequence[str]) -> None:
+    """Fail naming the model's outputs unless ``output`` is one of them (or not given)."""
+    if output is not None and output not in names:
+        listed = ", ".join(repr(n) for n in names)
+        raise CompileError(
+            f"--output-name {output!r}: the model has no such output (it has {listed})"
+        )
 
 
 @dataclass(frozen=True)

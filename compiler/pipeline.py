@@ -8,8 +8,10 @@ target cannot run without a forbidden CPU fallback) is checked before any profil
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +20,12 @@ from typing import Any, NoReturn, Protocol
 from pydantic import ValidationError
 
 import edgefleet
-from compiler import golden
-from compiler.data import Dataset, FloatArray, check_shape, load_dataset
+from compiler import budget, golden, progress
+from compiler.data import Dataset, FloatArray, Samples, bind, load_dataset
 from compiler.errors import CompileError
-from compiler.evidence import interface_of
+from compiler.evidence import artifact_interface, interface_of
 from compiler.graph import GraphKind, fallback_ops, graph_kind, op_types
-from compiler.metrics import Bound, resolve_metric
+from compiler.metrics import Bound, check_output, resolve_metric
 from compiler.package import (
     MODEL_FILE,
     BundleContent,
@@ -40,12 +42,13 @@ from compiler.passes.import_onnx import ImportConfig, ImportOnnx
 from compiler.passes.pipeline import Pipeline
 from compiler.passes.quantize_static import CalibrationMethodName
 from compiler.recipes import QuantizationMode, Recipe, recipe_for
-from compiler.runner import HostModel
+from compiler.runner import HostModel, Outputs, host_for
 from compiler.search import FloatReference, Measured, SearchOutcome, SearchSettings, search
 from compiler.sources import OnnxSource, TorchModel, TorchSource, load_torch, resolve_source
 from edgefleet.bundle import Evidence, Lineage, SigningKey, load_signing_key
 from edgefleet.bundle.manifest import NAME_PATTERN, SEMVER_PATTERN
 from hardware_profiles import HardwareProfile, load_profile
+from hardware_profiles.schema import ArtifactFormat
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ class CompileRequest:
     distill_temperature: float = 4.0
     distill_alpha: float = 0.7
     distill_epochs: int = 12
+    output: str | None = None  # the output the metric reads; None: every output (the worst)
+    max_exclusions: int = 8  # nodes the search may keep in float per candidate
 
 
 @dataclass(frozen=True)
@@ -274,7 +279,12 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
             if isinstance(source, TorchSource)
             else f"checking ONNX model {source.path}"
         )
-        float_artifact = prefix.run(sources[prefix.source], context, cache)
+        bars = progress.tracker(report)
+        bars.begin(progress.FLOAT, len(prefix.passes))
+        float_artifact = prefix.run(
+            sources[prefix.source], progress.observed(context, bars, progress.FLOAT), cache
+        )
+        bars.finish(progress.FLOAT, "ready")
         sources[Format.ONNX] = float_artifact
         ops = op_types(float_artifact.file)
         if request.quantization == "auto":
@@ -284,13 +294,15 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
             skipped.extend(late)
         _check_fallback(recipes, ops)
         interface = interface_of(float_artifact.file)
+        check_output(request.output, [spec.name for spec in interface.outputs])
         data = _check_data(request, interface, calibration, evaluation)
+        context = dataclasses.replace(context, calibration=data.calibration)
         report.step("running the float reference on the host")
         host = HostModel(float_artifact.file)
-        reference = FloatReference(float_artifact, host, data.x, data.y, host.run(data.x))
+        reference = FloatReference(float_artifact, host, data.x, data.y, host.run_all(data.x))
         metric = resolve_metric(
             request.metric,
-            classifier=_is_classifier(reference.outputs),
+            classifier=_is_classifier(_primary(reference.outputs, request.output)),
             has_labels=data.y is not None,
         )
         bound = Bound(
@@ -304,24 +316,29 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
             bound=bound,
             speed_batch=request.speed_batch,
             speed_check=request.speed_check,
+            output=request.output,
+            max_exclusions=request.max_exclusions,
         )
         float_latency = host.latency_ms(data.x)
         float_size = reference.size()  # the file may live in the temporary directory
         golden_inputs = golden.select_inputs(data.x, request.golden_count)
-        golden_float = host.run_each(golden_inputs)
+        golden_float = host.run_each_all(golden_inputs)
         request.out.mkdir(parents=True, exist_ok=True)
         float_metric: float | None = None
         for recipe in recipes:
             tag = recipe.profile.tag
             for line in recipe.notes:
                 report.note(f"{tag}: {line}")
-            outcome = search(recipe, sources, reference, settings, context, cache, report.step)
+            bars.begin(tag, progress.pass_count(recipe))
+            watched = progress.observed(context, bars, tag)
+            outcome = search(recipe, sources, reference, settings, watched, cache, report.step)
             float_metric = outcome.float_metric
             if outcome.winner is None:
                 tried = "; ".join(f"{c.name}: {c.reason}" for c in outcome.candidates)
                 skip = Skip(tag, f"no candidate within the bound ({tried})")
                 report.note(f"skipped {tag}: {skip.reason}")
                 skipped.append(skip)
+                bars.finish(tag, "skipped: no candidate within the bound")
                 continue
             report.step(f"{tag}: golden samples, signing, packing {outcome.winner.plan.name}")
             built.append(
@@ -339,6 +356,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
                     settings,
                 )
             )
+            bars.finish(tag, f"packed {outcome.winner.plan.name}")
     if not built:
         _nothing_built(skipped)
     return CompileResult(
@@ -346,7 +364,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
         skipped=tuple(skipped),
         float_size_bytes=float_size,
         float_latency_ms=float_latency,
-        float_accuracy=_accuracy(reference.outputs, data.y),
+        float_accuracy=_accuracy(_primary(reference.outputs, request.output), data.y),
         metric=metric.name,
         float_metric=float_metric,
         cache_hits=cache.hits,
@@ -372,7 +390,7 @@ def _source_artifacts(
 
 @dataclass(frozen=True)
 class _Data:
-    x: FloatArray
+    x: Samples
     y: Any
     calibration: Dataset
     evaluation: Dataset | None
@@ -381,34 +399,46 @@ class _Data:
 def _check_data(
     request: CompileRequest, interface: Any, calibration: Dataset, evaluation: Dataset | None
 ) -> _Data:
-    if len(interface.inputs) != 1 or len(interface.outputs) != 1:
-        raise CompileError(
-            f"MODEL {request.model!r}: has {len(interface.inputs)} inputs and "
-            f"{len(interface.outputs)} outputs; this compiler handles one of each for now"
-        )
-    spec = interface.inputs[0]
-    if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] != 1:
-        raise CompileError(
-            f"MODEL {request.model!r}: input {spec.name!r} has a fixed batch of {spec.shape[0]}; "
-            "the compiler needs a dynamic batch axis or a batch of 1"
-        )
-    check_shape(calibration, spec.name, spec.shape)
-    if evaluation is not None:
-        check_shape(evaluation, spec.name, spec.shape)
+    """Bind the calibration and eval arrays to the model's named inputs (shapes checked)."""
+    calibration = bind(calibration, interface.inputs)
+    evaluation = bind(evaluation, interface.inputs) if evaluation is not None else None
     data = evaluation or calibration
-    return _Data(x=data.x, y=data.y, calibration=calibration, evaluation=evaluation)
+    assert data.samples is not None
+    for spec in interface.inputs:
+        fixed = spec.shape[0] if spec.shape else None
+        if data.samples.batched[spec.name] and isinstance(fixed, int) and fixed != 1:
+            raise CompileError(
+                f"MODEL {request.model!r}: input {spec.name!r} has a fixed batch of {fixed}; "
+                "the compiler needs a dynamic batch axis or a batch of 1"
+            )
+    return _Data(x=data.samples, y=data.y, calibration=calibration, evaluation=evaluation)
 
 
 def _check_fallback(recipes: Sequence[Recipe], ops: Any) -> None:
+    """Before anything is built: ONNX ops a profile's accelerator cannot run. A TFLite
+    profile lists TFLite ops, checked on the converted model (:func:`_check_profile_ops`)."""
     for recipe in recipes:
-        profile = recipe.profile
-        falling = fallback_ops(ops, profile)
-        if falling and not profile.execution.allow_cpu_fallback:
-            accelerator = profile.hardware.accelerator_name or profile.accelerator.value
-            raise CompileError(
-                f"{profile.tag}: op {', '.join(falling)} cannot run on the {accelerator} and "
-                "the profile forbids CPU fallback"
-            )
+        if recipe.profile.format is not ArtifactFormat.TFLITE:
+            _check_profile_ops(recipe.profile, ops)
+
+
+def _check_profile_ops(profile: HardwareProfile, ops: Any) -> tuple[str, ...]:
+    """The ops of ``ops`` that would fall back to the CPU; raise when the profile forbids it."""
+    falling = fallback_ops(ops, profile)
+    if falling and not profile.execution.allow_cpu_fallback:
+        accelerator = profile.hardware.accelerator_name or profile.accelerator.value
+        raise CompileError(
+            f"{profile.tag}: op {', '.join(falling)} cannot run on the {accelerator} and "
+            "the profile forbids CPU fallback"
+        )
+    return falling
+
+
+def artifact_ops(path: Path) -> Counter[str]:
+    """Op types of an ONNX or TFLite artifact (TFLite builtin names, e.g. ``CONV_2D``)."""
+    if path.suffix == ".tflite":
+        return Counter(step.op for step in budget.read_tflite(path).steps)
+    return op_types(path)
 
 
 def _package(
@@ -419,8 +449,8 @@ def _package(
     ops: Any,
     data: _Data,
     source_sha: str,
-    golden_inputs: FloatArray,
-    golden_float: FloatArray,
+    golden_inputs: Samples,
+    golden_float: Outputs,
     key: SigningKey,
     settings: SearchSettings,
 ) -> BuiltBundle:
@@ -430,27 +460,36 @@ def _package(
     tag = profile.tag
     precision = winner.plan.precision
     artifact = winner.artifact
-    host = winner.host or HostModel(artifact.file)
-    outputs = winner.outputs if winner.outputs is not None else host.run(reference.x)
+    host = winner.host or host_for(artifact.file, like=reference.host)
+    memory = budget.check(profile, artifact.file)  # microcontrollers: fits, or one line
+    all_outputs = winner.outputs if winner.outputs is not None else host.run_all(reference.x)
     import numpy as np
 
+    outputs = _primary(all_outputs, request.output)
+    float_outputs = _primary(reference.outputs, request.output)
     agreement = None
     if _is_classifier(outputs):
-        agreement = float(np.mean(outputs.argmax(axis=1) == reference.outputs.argmax(axis=1)))
-    accuracy, float_accuracy = _accuracy(outputs, data.y), _accuracy(reference.outputs, data.y)
+        agreement = float(np.mean(outputs.argmax(axis=1) == float_outputs.argmax(axis=1)))
+    accuracy, float_accuracy = _accuracy(outputs, data.y), _accuracy(float_outputs, data.y)
+    max_error = max(
+        float(np.max(np.abs(all_outputs[name] - reference.outputs[name])))
+        for name in reference.outputs
+    )
     evidence = Evidence(
         size_bytes=winner.size,
         float_size_bytes=reference.size(),
-        max_abs_error=float(np.max(np.abs(outputs - reference.outputs))),
+        max_abs_error=max_error,
         top1_agreement=agreement,
         accuracy_delta=None
         if accuracy is None or float_accuracy is None
         else accuracy - float_accuracy,
         host_latency_ms=winner.latency_ms,
-        fallback_ops=fallback_ops(op_types(artifact.file), profile),
+        fallback_ops=_check_profile_ops(profile, artifact_ops(artifact.file)),
         candidates=tuple(outcome.candidates),
         excluded_nodes=outcome.excluded_nodes,
         selection=outcome.selection,
+        tensor_arena_bytes=memory.arena_bytes if memory is not None else None,
+        flash_bytes=memory.flash_bytes if memory is not None else None,
     )
     directory = prepare_directory(request.out, bundle_stem(request.name, request.version, tag))
     (directory / MODEL_FILE[profile.format]).write_bytes(artifact.file.read_bytes())
@@ -461,7 +500,7 @@ def _package(
         profile=tag,
         format=profile.format,
         precision=precision,
-        interface=interface_of(artifact.file),
+        interface=artifact_interface(artifact.file),
         lineage=Lineage(
             source_model_sha256=source_sha,
             calibration_data_sha256=data.calibration.sha256,
@@ -485,6 +524,11 @@ def _package(
         float_batch_ms=winner.float_batch_ms,
         speed_batch=settings.speed_batch,
     )
+
+
+def _primary(outputs: Outputs, chosen: str | None) -> FloatArray:
+    """The output labels and top-1 agreement read: the chosen one, else the first."""
+    return outputs[chosen] if chosen is not None else next(iter(outputs.values()))
 
 
 def _is_classifier(outputs: FloatArray) -> bool:

@@ -10,8 +10,9 @@ A recipe is the profile's candidates in the order the accuracy-guarded search tr
   int8 QDQ if the profile lists it, fp32 as the fallback.
 - NPU profiles with the QNN provider: QDQ built by ``get_qnn_qdq_config`` (uint8 activations),
   then fp16 if listed.
-- TFLite profiles: ``torch_to_tflite`` (litert-torch) then ``quantize_tflite``
-  (ai-edge-quantizer) for a PyTorch model, ``onnx_to_tflite`` (onnx2tf) for an ONNX one.
+- TFLite profiles: ``torch_to_tflite`` (litert-torch, in its tool environment) for a PyTorch
+  model or ``onnx_to_tflite`` (onnx2tf, in its own) for an ONNX one, then ``quantize_tflite``
+  (ai-edge-quantizer, full int8 with int8 input and output, calibrated).
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def _int8(
     cpu = profile.accelerator is Accelerator.CPU
     dynamic = quantization == "dynamic" or (quantization == "auto" and graph is GraphKind.SEQUENCE)
     if dynamic and cpu:
-        pipeline = Pipeline([QuantizeDynamic(DynamicConfig())], source=Format.ONNX)
+        dynamic_config = DynamicConfig(per_channel=quant.per_channel)
+        pipeline = Pipeline([QuantizeDynamic(dynamic_config)], source=Format.ONNX)
         found.append(CandidatePlan("int8-dynamic", Precision.INT8, pipeline, searchable=True))
         if quantization == "dynamic":
             return found
@@ -151,13 +153,15 @@ def _int8(
 
 
 def _tflite(profile: HardwareProfile, source: Format, seed: int) -> Recipe:
+    """Full int8 (int8 input and output, calibrated): ``torch_to_tflite`` (litert-torch, in
+    its tool environment) from a PyTorch model, ``onnx_to_tflite`` (onnx2tf, in its own) from
+    an ONNX one, then ``quantize_tflite`` (ai-edge-quantizer ``static_wi8_ai8``)."""
+    batch = profile.defaults.batch_size
     quantize = QuantizeTflite(QuantizeTfliteConfig(seed=seed))
+    convert: Pass[Any]
     if source is Format.TORCH:
-        batch = profile.defaults.batch_size
-        convert: Pass[Any] = TorchToTflite(TorchToTfliteConfig(static_batch=batch))
-        start = Format.TORCH
+        convert, start = TorchToTflite(TorchToTfliteConfig(static_batch=batch)), Format.TORCH
     else:
-        convert = OnnxToTflite(OnnxToTfliteConfig(static_batch=profile.defaults.batch_size))
-        start = Format.ONNX
+        convert, start = OnnxToTflite(OnnxToTfliteConfig(static_batch=batch)), Format.ONNX
     pipeline = Pipeline([convert, quantize], source=start)
     return Recipe(profile, (CandidatePlan("int8-full-tflite", Precision.INT8, pipeline),))

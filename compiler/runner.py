@@ -1,7 +1,9 @@
 """Run an ONNX model on the host with onnxruntime's CPU provider, as the compiler measures it.
 
 Sessions use one intra-op thread so host latencies are repeatable and comparable between the
-float reference and each artifact.
+float reference and each artifact. A model may have several named inputs and outputs: inputs
+come as :class:`~compiler.data.Samples`, outputs as a dict by output name, each ``(N, ...)``
+(samples stacked when the model has no batch axis to run them as one batch).
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from compiler.data import FloatArray
+from compiler.data import Feed, FloatArray, Samples
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -21,9 +23,49 @@ if TYPE_CHECKING:
 HOST_THREADS = 1
 CHUNK = 256
 
+Outputs = dict[str, FloatArray]
+
+
+class Runner(Protocol):
+    """What the search, the golden samples and packaging call on an artifact run on the host:
+    :class:`HostModel` (ONNX, onnxruntime) and :class:`compiler.litert_host.LiteRtModel`
+    (TFLite, LiteRT) both answer it."""
+
+    path: Path
+    input_name: str
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    def samples(self, x: FloatArray | Samples) -> Samples: ...
+
+    def run_all(self, x: FloatArray | Samples) -> Outputs: ...
+
+    def run_each_all(self, x: FloatArray | Samples) -> Outputs: ...
+
+    def run(self, x: FloatArray | Samples) -> FloatArray: ...
+
+    def run_each(self, x: FloatArray | Samples) -> FloatArray: ...
+
+    def latency_ms(self, x: FloatArray | Samples, *, warmup: int = 10, runs: int = 50) -> float: ...
+
+    def run_feed(self, feed: Feed) -> Outputs: ...
+
+
+def host_for(path: Path, like: Runner | None = None) -> Runner:
+    """The host runner for an artifact file: LiteRT for ``.tflite``, onnxruntime otherwise.
+    ``like`` (the float reference) lends its input and output names to a TFLite model, whose
+    tensors are matched to them in order, so outputs compare name by name."""
+    if path.suffix == ".tflite":
+        from compiler.litert_host import LiteRtModel
+
+        if like is None:
+            return LiteRtModel(path)
+        return LiteRtModel(path, like.input_names, like.output_names)
+    return HostModel(path)
+
 
 class HostModel:
-    """A prepared single-input, single-output ONNX model on the host CPU."""
+    """A prepared ONNX model on the host CPU."""
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
@@ -37,55 +79,83 @@ class HostModel:
         )
         first = self._session.get_inputs()[0]
         self.input_name: str = first.name
-        batch = first.shape[0] if first.shape else None
-        self._chunk = batch if isinstance(batch, int) and batch > 0 else CHUNK
+        self.input_names: tuple[str, ...] = tuple(i.name for i in self._session.get_inputs())
+        self.output_names: tuple[str, ...] = tuple(o.name for o in self._session.get_outputs())
+        self.dynamic_batch = bool(first.shape) and not isinstance(first.shape[0], int)
 
-    def run(self, x: FloatArray) -> FloatArray:
-        """Outputs for every sample of ``x``, in chunks the model's batch axis accepts."""
-        parts = [self._run(x[i : i + self._chunk]) for i in range(0, len(x), self._chunk)]
-        return np.concatenate(parts)
+    def samples(self, x: FloatArray | Samples) -> Samples:
+        """``x`` itself, or a bare array as the samples of the first input."""
+        if isinstance(x, Samples):
+            return x
+        return Samples.single(self.input_name, x, dynamic=self.dynamic_batch)
 
-    def run_each(self, x: FloatArray) -> FloatArray:
-        """Outputs computed one sample at a time (batch 1), stacked."""
-        return np.concatenate([self._run(x[i : i + 1]) for i in range(len(x))])
+    def run_all(self, x: FloatArray | Samples) -> Outputs:
+        """Every output for every sample, in batches when the model allows, else one by one."""
+        samples = self.samples(x)
+        if samples.dynamic:
+            parts = [
+                self.run_feed(samples.chunk(i, i + CHUNK)) for i in range(0, len(samples), CHUNK)
+            ]
+            return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
+        return self.run_each_all(samples)
 
-    def latency_ms(self, sample: FloatArray, *, warmup: int = 10, runs: int = 50) -> float:
+    def run_each_all(self, x: FloatArray | Samples) -> Outputs:
+        """Every output computed one sample at a time (batch 1): concatenated along the batch
+        axis when every input has one, else stacked on a new sample axis."""
+        samples = self.samples(x)
+        parts = [self.run_feed(samples.one(i)) for i in range(len(samples))]
+        join = np.concatenate if all(samples.batched.values()) else np.stack
+        return {name: join([p[name] for p in parts]) for name in self.output_names}
+
+    def run(self, x: FloatArray | Samples) -> FloatArray:
+        """The first output for every sample of ``x``."""
+        return self.run_all(x)[self.output_names[0]]
+
+    def run_each(self, x: FloatArray | Samples) -> FloatArray:
+        """The first output computed one sample at a time (batch 1), stacked."""
+        return self.run_each_all(x)[self.output_names[0]]
+
+    def latency_ms(self, x: FloatArray | Samples, *, warmup: int = 10, runs: int = 50) -> float:
         """Median wall time of one batch-1 run, in milliseconds, after ``warmup`` runs."""
-        one = sample[:1]
+        one = self.samples(x).one(0)
         for _ in range(warmup):
-            self._run(one)
+            self.run_feed(one)
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            self._run(one)
+            self.run_feed(one)
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1000.0
 
-    def run_batch(self, x: FloatArray) -> FloatArray:
-        """Outputs of one run on ``x`` as one batch (no chunking): what latency measures."""
-        return self._run(x)
+    def run_batch(self, x: FloatArray | Feed) -> Outputs:
+        """One run on ``x`` as one batch (no chunking): what latency measures."""
+        feed = x if isinstance(x, dict) else {self.input_name: x}
+        return self.run_feed(feed)
 
-    def _run(self, x: FloatArray) -> FloatArray:
-        (out,) = self._session.run(None, {self.input_name: np.ascontiguousarray(x)})[:1]
-        return np.asarray(out, dtype=np.float32)
+    def run_feed(self, feed: Feed) -> Outputs:
+        values = self._session.run(None, feed)
+        return {
+            name: np.asarray(value, dtype=np.float32)
+            for name, value in zip(self.output_names, values, strict=True)
+        }
 
 
 def paired_latency(
-    first: HostModel, second: HostModel, x: FloatArray, *, batch: int = 1, runs: int = 40
+    first: Runner, second: Runner, x: FloatArray | Samples, *, batch: int = 1, runs: int = 40
 ) -> tuple[float, float]:
     """Median milliseconds per run of ``first`` and ``second`` on the same batch, measured
     interleaved (first, second, first, ...) so that machine noise hits both alike."""
-    sample = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])).astype(np.float32))
+    sample = first.samples(x).repeat(batch)
     for _ in range(3):
-        first._run(sample)
-        second._run(sample)
+        first.run_feed(sample)
+        second.run_feed(sample)
     a: list[float] = []
     b: list[float] = []
     for _ in range(runs):
         start = time.perf_counter()
-        first._run(sample)
+        first.run_feed(sample)
         middle = time.perf_counter()
-        second._run(sample)
+        second.run_feed(sample)
         a.append(middle - start)
         b.append(time.perf_counter() - middle)
     return statistics.median(a) * 1000.0, statistics.median(b) * 1000.0

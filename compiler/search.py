@@ -10,14 +10,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from compiler.data import FloatArray, IntArray
+from compiler.data import IntArray, Samples
 from compiler.errors import CompileError
-from compiler.metrics import Bound, Metric
+from compiler.metrics import Bound, Metric, score
 from compiler.passes.base import Artifact, Format, PassContext
 from compiler.passes.cache import PassCache
+from compiler.passes.quantize_dynamic import QuantizeDynamic
 from compiler.passes.quantize_static import QuantizationError
 from compiler.recipes import CandidatePlan, Recipe
-from compiler.runner import HostModel, paired_latency
+from compiler.runner import HostModel, Outputs, Runner, host_for, paired_latency
 from compiler.sensitivity import keep_in_float, rank_nodes
 from compiler.speed import SpeedPolicy, compare_speed
 from edgefleet.bundle import Candidate
@@ -39,6 +40,7 @@ class SearchSettings:
     latency_runs: int = 40
     speed_check: bool = True  # reject quantized candidates not shown faster than fp32 (CPU)
     speed_policy: SpeedPolicy = field(default_factory=SpeedPolicy)
+    output: str | None = None  # the output the metric reads; None: every output, the worst
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,9 @@ class FloatReference:
 
     artifact: Artifact
     host: HostModel
-    x: FloatArray
+    x: Samples
     y: IntArray | None
-    outputs: FloatArray
+    outputs: Outputs
 
     def size(self) -> int:
         return self.artifact.file.stat().st_size
@@ -59,8 +61,8 @@ class FloatReference:
 class Measured:
     plan: CandidatePlan
     artifact: Artifact
-    host: HostModel | None
-    outputs: FloatArray | None
+    host: Runner | None
+    outputs: Outputs | None
     metric_value: float | None
     latency_ms: float | None = None  # batch 1, median, paired with fp32
     float_latency_ms: float | None = None
@@ -93,7 +95,7 @@ def search(
     notify: Notify,
 ) -> SearchOutcome:
     metric, bound = settings.metric, settings.bound
-    float_value = metric(reference.outputs, reference.outputs, reference.y)
+    float_value = score(metric, reference.outputs, reference.outputs, reference.y, settings.output)
     limit = bound.describe(metric, float_value)
     outcome = SearchOutcome(winner=None, float_metric=float_value)
     tag = recipe.profile.tag
@@ -170,13 +172,13 @@ def _build(
     if source is None:
         raise CompileError(f"{plan.name}: no {plan.pipeline.source.value} model to start from")
     artifact = plan.pipeline.run(source, context, cache)
-    if artifact.format.container != "onnx":  # no TFLite interpreter on the compile host
-        return Measured(plan, artifact, None, None, None, excluded=excluded)
     host = (
-        reference.host if artifact.digest == reference.artifact.digest else HostModel(artifact.file)
+        reference.host
+        if artifact.digest == reference.artifact.digest
+        else host_for(artifact.file, like=reference.host)
     )
-    outputs = host.run(reference.x)
-    value = settings.metric(reference.outputs, outputs, reference.y)
+    outputs = host.run_all(reference.x)
+    value = score(settings.metric, reference.outputs, outputs, reference.y, settings.output)
     float_ms, ms = paired_latency(reference.host, host, reference.x, runs=settings.latency_runs)
     return Measured(plan, artifact, host, outputs, value, ms, float_ms, excluded=excluded)
 
@@ -188,7 +190,9 @@ def _holds(measured: Measured, metric: Metric, bound: Bound, float_value: float)
 
 
 def _most_sensitive(reference: FloatReference, measured: Measured) -> tuple[str, str] | None:
-    ranked = rank_nodes(reference.artifact.file, measured.artifact.file, reference.x)
+    dynamic = [p for p in measured.plan.pipeline.passes if isinstance(p, QuantizeDynamic)]
+    op_types = frozenset(dynamic[0].config.op_types) if dynamic else None
+    ranked = rank_nodes(reference.artifact.file, measured.artifact.file, reference.x, op_types)
     for item in ranked:
         if item.node not in measured.excluded and item.score > 0:
             return item.node, f"{item.op_type}, relative error grows by {item.score:.3g} across it"

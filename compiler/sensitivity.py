@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from compiler.data import FloatArray
+from compiler.data import Array, FloatArray, Samples
 
 if TYPE_CHECKING:
     import onnx
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _QDQ = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 SAMPLES = 32
+UNBATCHED_SAMPLES = 8  # run one at a time when the model takes no batch
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,37 @@ class Sensitivity:
     output_error: float
 
 
-def rank_nodes(float_model: Path, quantized: Path, x: FloatArray) -> list[Sensitivity]:
-    """Nodes of ``float_model`` (names as the quantizer sees them), most sensitive first."""
+def rank_nodes(
+    float_model: Path,
+    quantized: Path,
+    x: FloatArray | Samples,
+    op_types: frozenset[str] | None = None,
+) -> list[Sensitivity]:
+    """Nodes of ``float_model`` (names as the quantizer sees them), most sensitive first;
+    only nodes of ``op_types`` when given (what a dynamic quantizer quantizes: keeping any
+    other node in float changes nothing)."""
     import onnx
 
     float_proto = onnx.load(str(float_model))
     quant_proto = onnx.load(str(quantized))
     quant_nodes = {n.name for n in quant_proto.graph.node if n.op_type not in _QDQ}
     produced_in_quant = {t for n in quant_proto.graph.node for t in n.output}
+    # A node the quantizer kept (static QDQ keeps names), or, for a dynamic quantizer
+    # (``op_types``), one it replaced while keeping its output tensor (MatMul -> MatMulInteger
+    # ... Mul writing the MatMul's output).
     candidates = [
-        n for n in float_proto.graph.node if n.name in quant_nodes and n.op_type not in _QDQ
+        n
+        for n in float_proto.graph.node
+        if n.op_type not in _QDQ
+        and (
+            n.name in quant_nodes
+            if op_types is None
+            else n.op_type in op_types and any(t in produced_in_quant for t in n.output)
+        )
     ]
     tensors = sorted({t for n in candidates for t in n.output if t in produced_in_quant})
-    sample = x[:SAMPLES]
+    sample = x if isinstance(x, Samples) else Samples.single(_first_input(float_proto), x)
+    sample = sample.head(SAMPLES if sample.dynamic else UNBATCHED_SAMPLES)
     reference = _run_exposed(float_proto, tensors, sample)
     actual = _run_exposed(quant_proto, tensors, sample)
     error: dict[str, float] = {}
@@ -71,9 +90,12 @@ def rank_nodes(float_model: Path, quantized: Path, x: FloatArray) -> list[Sensit
     return ranked
 
 
-def _run_exposed(
-    proto: onnx.ModelProto, tensors: list[str], x: FloatArray
-) -> dict[str, FloatArray]:
+def _first_input(proto: onnx.ModelProto) -> str:
+    initializers = {i.name for i in proto.graph.initializer}
+    return str(next(v.name for v in proto.graph.input if v.name not in initializers))
+
+
+def _run_exposed(proto: onnx.ModelProto, tensors: list[str], x: Samples) -> dict[str, Array]:
     """Run ``proto`` with ``tensors`` added as graph outputs; map name -> value."""
     import onnx
     import onnxruntime as ort
@@ -91,9 +113,17 @@ def _run_exposed(
         model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
     )
     names = [o.name for o in session.get_outputs()]
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
-    values = session.run(None, feed)
-    return {n: np.asarray(v) for n, v in zip(names, values, strict=True) if n in set(tensors)}
+    wanted = set(tensors)
+    feeds = [x.chunk(0, len(x))] if x.dynamic else [x.one(i) for i in range(len(x))]
+    runs = [session.run(None, feed) for feed in feeds]
+    found: dict[str, Array] = {}
+    for index, name in enumerate(names):
+        if name not in wanted:
+            continue
+        values = [np.asarray(run[index]) for run in runs]
+        if len({v.shape for v in values}) == 1:
+            found[name] = values[0] if len(values) == 1 else np.stack(values)
+    return found
 
 
 # Ops the QDQ quantizer handles by quantizing their output too (activations, data movement):

@@ -21,12 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from compiler.data import FloatArray
+from compiler.data import FloatArray, Samples
 
 if TYPE_CHECKING:
-    from compiler.runner import HostModel
+    from compiler.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -94,19 +92,19 @@ def decide(
 
 
 def compare_speed(
-    reference: HostModel,
-    candidate: HostModel,
-    x: FloatArray,
+    reference: Runner,
+    candidate: Runner,
+    x: FloatArray | Samples,
     *,
     batch: int,
     policy: SpeedPolicy | None = None,
 ) -> SpeedVerdict:
     """Measure ``candidate`` against ``reference`` on a batch of ``batch`` samples of ``x``."""
     policy = policy or SpeedPolicy()
-    sample = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])).astype(np.float32))
+    sample = reference.samples(x).repeat(batch)
     for _ in range(3):
-        reference.run_batch(sample)
-        candidate.run_batch(sample)
+        reference.run_feed(sample)
+        candidate.run_feed(sample)
     float_times: list[float] = []
     candidate_times: list[float] = []
     started = time.monotonic()
@@ -117,7 +115,7 @@ def compare_speed(
             spans = []
             for model in order:
                 start = time.perf_counter()
-                model.run_batch(sample)
+                model.run_feed(sample)
                 spans.append(time.perf_counter() - start)
             float_times.append(spans[0] if first_float else spans[1])
             candidate_times.append(spans[1] if first_float else spans[0])

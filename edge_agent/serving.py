@@ -21,21 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.errors import InputError, UpdateError
+from edge_agent.errors import InputError
 from edge_agent.runtime.base import Array, PreparedModel
-from edgefleet.bundle import MANIFEST_FILE, Manifest, TensorSpec
+from edgefleet.bundle import Manifest, TensorSpec
 
 Shape = tuple[int | str, ...]
-
-
-def check_servable(manifest: Manifest) -> None:
-    """The local API serves models with exactly one input (any number of outputs)."""
-    count = len(manifest.interface.inputs)
-    if count != 1:
-        raise UpdateError(
-            f"{MANIFEST_FILE}: interface has {count} inputs; this agent serves models with "
-            "exactly one input"
-        )
 
 
 @dataclass(frozen=True)
@@ -45,9 +35,6 @@ class ServedModel:
     artifact_sha256: str
     deployment_id: str
     path: Path
-
-    def __post_init__(self) -> None:
-        check_servable(self.manifest)
 
     @property
     def name(self) -> str:
@@ -81,7 +68,17 @@ class ServedModel:
         return shape[1:] if self.batch_axis else shape
 
     def coerce(self, value: Any, where: str = "input") -> Array:
-        """Turn one JSON example into an array of the model's dtype, or raise InputError."""
+        """Turn one JSON example into an array of the model's dtype, or raise InputError.
+
+        The local API feeds models with one input; a model with several (installed and
+        golden-checked like any other) is refused here with their names."""
+        inputs = self.manifest.interface.inputs
+        if len(inputs) != 1:
+            names = ", ".join(repr(spec.name) for spec in inputs)
+            raise InputError(
+                f"model {self.name} has {len(inputs)} inputs ({names}); the local API feeds "
+                "models with exactly one input"
+            )
         return coerce_example(value, self.input_spec, self.example_shape, where)
 
     def run_examples(self, examples: Sequence[Array]) -> list[list[Array]]:

@@ -55,6 +55,7 @@ import hashlib
 import importlib.util
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -172,6 +173,7 @@ class PassContext:
     calibration: Dataset | None = None
     torch_model: TorchModel | None = None
     seed: int = 0
+    on_pass: Callable[[str], None] | None = None  # told each pass name once it ran (progress)
 
 
 ConfigT = TypeVar("ConfigT", bound=PassConfig)

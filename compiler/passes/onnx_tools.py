@@ -1,5 +1,5 @@
 """Small helpers shared by the ONNX passes: the errors onnx/onnxruntime raise on a model they
-cannot process, the single model input, and a calibration reader."""
+cannot process, the model's inputs, and a calibration reader feeding all of them."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
-from compiler.data import FloatArray
+from compiler.data import Feed, FloatArray, Samples
 
 if TYPE_CHECKING:
     from onnxruntime.quantization import CalibrationDataReader
@@ -50,21 +51,30 @@ def input_name(path: Path) -> str:
 def subset(data: FloatArray, limit: int, seed: int) -> FloatArray:
     if len(data) <= limit:
         return data
-    index = np.sort(np.random.default_rng(seed).choice(len(data), size=limit, replace=False))
-    return data[index]
+    return data[_picks(len(data), limit, seed)]
 
 
-def calibration_reader(name: str, samples: FloatArray) -> CalibrationDataReader:
-    """Feed the calibration samples one at a time (works for fixed batch-1 models too)."""
+def subset_samples(samples: Samples, limit: int, seed: int) -> Samples:
+    """At most ``limit`` of ``samples``, picked at random (seeded), in their order."""
+    if len(samples) <= limit:
+        return samples
+    return samples.take(_picks(len(samples), limit, seed))
+
+
+def _picks(count: int, limit: int, seed: int) -> npt.NDArray[np.int64]:
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def calibration_reader(samples: Samples) -> CalibrationDataReader:
+    """Feed the calibration samples one at a time, every input of the model at once (works
+    for fixed batch-1 models too)."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
-            self._feeds: Iterator[dict[str, FloatArray]] = (
-                {name: samples[i : i + 1]} for i in range(len(samples))
-            )
+            self._feeds: Iterator[Feed] = (samples.one(i) for i in range(len(samples)))
 
-        def get_next(self) -> dict[str, FloatArray] | None:
+        def get_next(self) -> Feed | None:
             return next(self._feeds, None)
 
     return _Reader()

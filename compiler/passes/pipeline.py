@@ -72,6 +72,8 @@ class Pipeline:
         current = source
         for step in self.passes:
             current = run_pass(step, current, context, cache)
+            if context.on_pass is not None:
+                context.on_pass(f"{step.name} (cached)" if current.cached else step.name)
         return current
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from compiler.data import FloatArray, Samples
 from compiler.errors import CompileError
 from compiler.passes.base import Artifact, Format, Pass, PassConfig, PassContext, Requirement
 from compiler.passes.onnx_tools import (
@@ -17,10 +18,13 @@ from compiler.passes.onnx_tools import (
     first_line,
     input_name,
     model_errors,
-    subset,
+    subset_samples,
 )
 
 CalibrationMethodName = Literal["minmax", "entropy", "percentile"]
+
+
+PER_CHANNEL_OPSET = 13
 
 
 class StaticQdqConfig(PassConfig):
@@ -51,15 +55,17 @@ class QuantizeStatic(Pass[StaticQdqConfig]):
     def run(self, source: Artifact, out: Path, context: PassContext) -> StaticQdqConfig:
         if context.calibration is None:
             raise CompileError("quantize_static_qdq needs calibration data (--calibration)")
-        quantize_static_qdq(source.file, out, context.calibration.x, self.config)
+        samples = context.calibration.samples or Samples.single(
+            input_name(source.file), context.calibration.x
+        )
+        quantize_static_qdq(source.file, out, samples, self.config)
         return self.config
 
 
 def quantize_static_qdq(
-    source: Path, out: Path, calibration: object, config: StaticQdqConfig
+    source: Path, out: Path, calibration: Samples | FloatArray, config: StaticQdqConfig
 ) -> None:
     """Write the int8 QDQ model to ``out``; raise :class:`QuantizationError` when it fails."""
-    import numpy as np
     import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -75,12 +81,14 @@ def quantize_static_qdq(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    samples = subset(
-        np.asarray(calibration, dtype=np.float32), config.max_calibration_samples, config.seed
-    )
+    if not isinstance(calibration, Samples):
+        calibration = Samples.single(input_name(source), calibration)
+    samples = subset_samples(calibration, config.max_calibration_samples, config.seed)
     errors = model_errors()
     try:
-        reader = calibration_reader(input_name(source), samples)
+        if config.per_channel:
+            source = at_least_opset(source, out.with_name("opset13.onnx"), PER_CHANNEL_OPSET)
+        reader = calibration_reader(samples)
         if config.qnn:
             from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
 
@@ -110,6 +118,20 @@ def quantize_static_qdq(
         ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     except errors as exc:
         raise QuantizationError(f"static QDQ quantization failed: {first_line(exc)}") from exc
+
+
+def at_least_opset(source: Path, out: Path, opset: int) -> Path:
+    """``source``, or its conversion to ``opset`` written to ``out`` when it is older: per-channel
+    QDQ needs DequantizeLinear's ``axis`` (opset 13), and real models ship older (PP-OCRv4: 12)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(source))
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return source
+    onnx.save(version_converter.convert_version(model, opset), str(out))
+    return out
 
 
 def float_inputs(path: Path, excluded: set[str]) -> int:

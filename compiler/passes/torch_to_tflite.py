@@ -1,26 +1,25 @@
-"""PyTorch -> TFLite with ``litert-torch`` (fp32, or fp16 weights), static batch.
+"""PyTorch -> float TFLite with ``litert-torch``, at a static batch.
 
-``litert-torch`` pulls jax and pins ``typing-extensions<4.13`` (which downgrades pydantic): install
-it in its own environment with ``pip install litert-torch``. Without it this pass is disabled,
-and the pipeline check says so before anything runs.
+``litert-torch`` cannot share the compiler's environment (it pins ``typing-extensions<4.13``,
+which downgrades pydantic, and pulls jax), so it runs in its own tool environment
+(:mod:`compiler.toolenv`, ``edgefleet tools setup litert-torch``): this pass exports the module
+with ``torch.export`` here, and ``compiler/tools/litert_convert.py`` converts the exported
+program there (same torch version). Quantization is a separate pass (``quantize_tflite``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
 from compiler.errors import CompileError
 from compiler.passes.base import Artifact, Format, Pass, PassConfig, PassContext, Requirement
-
-LITERT_TORCH = Requirement(
-    "litert_torch", "pip install litert-torch (in its own environment: it downgrades pydantic)"
-)
+from compiler.toolenv import LITERT_TORCH, requirement
 
 
 class TorchToTfliteConfig(PassConfig):
-    precision: Literal["fp32", "fp16"] = "fp32"
     static_batch: int = 1
+    timeout_s: int = 900
 
 
 class TorchToTflite(Pass[TorchToTfliteConfig]):
@@ -29,29 +28,32 @@ class TorchToTflite(Pass[TorchToTfliteConfig]):
     output_format: ClassVar[Format] = Format.TFLITE
     required_features: ClassVar[frozenset[str]] = frozenset({"format:tflite"})
     requires: ClassVar[tuple[Requirement, ...]] = (
-        LITERT_TORCH,
         Requirement("torch", "pip install torch"),
+        requirement(LITERT_TORCH),
     )
 
     def run(self, source: Artifact, out: Path, context: PassContext) -> TorchToTfliteConfig:
         if context.torch_model is None:
             raise CompileError("torch_to_tflite needs the PyTorch module")
-        import importlib
-
         import torch
 
-        litert_torch: Any = importlib.import_module("litert_torch")
-        example = context.torch_model.example[:1].repeat(
-            self.config.static_batch, *([1] * (context.torch_model.example.ndim - 1))
+        model = context.torch_model
+        example = model.example[:1].repeat(
+            self.config.static_batch, *([1] * (model.example.ndim - 1))
         )
-        flags: dict[str, Any] = {}
-        if self.config.precision == "fp16":
-            flags["quant_config"] = litert_torch.quantize.quant_config.QuantConfig(
-                generative_recipe=None
-            )
-        with torch.no_grad():
-            edge_model = litert_torch.convert(
-                context.torch_model.module.eval(), (example,), **flags
-            )
-        edge_model.export(str(out))
+        program_file = context.workdir / "program.pt2"
+        try:
+            with torch.no_grad():
+                program = torch.export.export(model.module.eval(), (example,))
+        except Exception as exc:  # noqa: BLE001 - torch.export raises many kinds; one line out
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CompileError(f"torch_to_tflite: torch.export failed: {first}") from None
+        torch.export.save(program, str(program_file))
+        LITERT_TORCH.run_script(
+            "litert_convert.py",
+            ["--program", str(program_file), "--out", str(out)],
+            timeout_s=self.config.timeout_s,
+        )
+        if not out.is_file():
+            raise CompileError(f"torch_to_tflite: litert-torch wrote no model to {out}")
         return self.config

@@ -10,6 +10,11 @@ A TFLite interpreter holds its tensors in place, so one interpreter serves one r
 time (a lock). Batches: when the input's batch axis is dynamic (``shape_signature`` -1) the
 input is resized to the batch; a static batch of 1 (Edge TPU models) runs example by
 example.
+
+Full-int8 models: an input or output the manifest declares ``float32`` with
+:class:`~edgefleet.bundle.QuantParams` over an integer tensor is quantized on the way in
+and dequantized on the way out with those parameters, so callers (and the golden check) feed
+and get float32, as the compiler measured it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 
 from edge_agent.errors import RuntimeBackendError
 from edge_agent.runtime.base import Array
-from edgefleet.bundle import Manifest
+from edgefleet.bundle import Manifest, QuantParams
 from edgefleet.errors import MissingDependencyError
 from hardware_profiles.schema import HardwareProfile
 
@@ -79,6 +84,12 @@ class LiteRtModel:
             for name, detail in inputs.items()
         }
         self._outputs = [int(outputs[spec.name]["index"]) for spec in manifest.interface.outputs]
+        self._quantize = {
+            spec.name: (spec.quantization, np.dtype(inputs[spec.name]["dtype"]))
+            for spec in manifest.interface.inputs
+            if spec.quantization is not None
+        }
+        self._dequantize = [spec.quantization for spec in manifest.interface.outputs]
         self._shapes: dict[str, tuple[int, ...]] = {
             name: tuple(int(dim) for dim in detail["shape"]) for name, detail in inputs.items()
         }
@@ -123,9 +134,22 @@ class LiteRtModel:
     def _invoke(self, feeds: Mapping[str, Array]) -> list[Array]:
         interpreter = self._interpreter
         for name, feed in feeds.items():
-            interpreter.set_tensor(self._inputs[name], np.ascontiguousarray(feed))
+            interpreter.set_tensor(self._inputs[name], self._to_tensor(name, feed))
         interpreter.invoke()
-        return [np.asarray(interpreter.get_tensor(index)) for index in self._outputs]
+        return [
+            _dequantize(np.asarray(interpreter.get_tensor(index)), params)
+            for index, params in zip(self._outputs, self._dequantize, strict=True)
+        ]
+
+    def _to_tensor(self, name: str, feed: Array) -> Array:
+        """``feed`` as the model's tensor: quantized with the manifest's parameters when the
+        manifest declares a float input over an integer tensor (full-int8 models)."""
+        if name not in self._quantize:
+            return np.ascontiguousarray(feed)
+        params, dtype = self._quantize[name]
+        info = np.iinfo(dtype)
+        values = np.round(np.asarray(feed, dtype=np.float32) / params.scale) + params.zero_point
+        return np.ascontiguousarray(np.clip(values, info.min, info.max).astype(dtype))
 
     def _per_example(self, feeds: Mapping[str, Array]) -> list[Array]:
         count = len(next(iter(feeds.values())))
@@ -134,6 +158,13 @@ class LiteRtModel:
             for index in range(count)
         ]
         return [np.concatenate(parts) for parts in zip(*runs, strict=True)]
+
+
+def _dequantize(values: Array, params: QuantParams | None) -> Array:
+    if params is None:
+        return values
+    real = (values.astype(np.float32) - params.zero_point) * params.scale
+    return real.astype(np.float32)
 
 
 class LiteRtBackend:

@@ -38,7 +38,7 @@ from pathlib import Path
 from edge_agent.errors import UpdateError
 from edge_agent.health import HealthMonitor
 from edge_agent.runtime.base import Backend
-from edge_agent.serving import ModelSlot, ServedModel, check_servable
+from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.shadow import MEMORY_FACTOR, ShadowRunner, check_memory, model_bytes
 from edge_agent.update.download import StoppedError, artifact_url, download
 from edge_agent.update.golden import run_golden
@@ -685,7 +685,6 @@ class Updater:
                 f"{MANIFEST_FILE}: format {manifest.format} cannot run on the "
                 f"{self._backend.name} runtime of this device"
             )
-        check_servable(manifest)
 
     def _load(self, verified: VerifiedBundle, sha256: str, deployment_id: str) -> ServedModel:
         prepared = self._backend.prepare(verified.model_path, verified.manifest)

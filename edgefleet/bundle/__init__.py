@@ -15,6 +15,7 @@ from edgefleet.bundle.manifest import (
     PassRecord,
     QuantParams,
     TensorSpec,
+    golden_key,
 )
 from edgefleet.bundle.signing import (
     SigningKey,
@@ -55,6 +56,7 @@ __all__ = [
     "VerifiedBundle",
     "VerifyKey",
     "generate_key_pair",
+    "golden_key",
     "load_signing_key",
     "load_verify_key",
     "pack_bundle",

@@ -15,6 +15,13 @@ GOLDEN_FILE = "golden.npz"
 GOLDEN_INPUTS = "inputs"  # array in golden.npz: the sample inputs, batch axis first
 GOLDEN_OUTPUTS = "outputs"  # array in golden.npz: the artifact's outputs for them
 
+
+def golden_key(group: str, name: str) -> str:
+    """The golden.npz array of one named input or output of a model with several inputs or
+    outputs: ``inputs/<input name>``, ``outputs/<output name>``."""
+    return f"{group}/{name}"
+
+
 SEMVER_PATTERN = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -25,7 +32,13 @@ class _Frozen(BaseModel):
 
 
 class QuantParams(_Frozen):
-    """Affine quantization of an int8/uint8 tensor: real = scale * (q - zero_point)."""
+    """Affine quantization of an int8/uint8 tensor: real = scale * (q - zero_point).
+
+    On a :class:`TensorSpec` whose ``dtype`` is a float type, it says that the model's tensor
+    itself is integer (a full-int8 TFLite model's input or output): callers feed and get
+    ``dtype`` values, and the runtime quantizes inputs (``round(real / scale) + zero_point``,
+    clipped to the integer range) and dequantizes outputs with these parameters.
+    """
 
     scale: float
     zero_point: int
@@ -92,6 +105,12 @@ class Evidence(_Frozen):
         default=(), description="Nodes kept in float because quantizing them broke the bound."
     )
     selection: str = Field(default="", description="Why the shipped variant won.")
+    tensor_arena_bytes: int | None = Field(
+        default=None, ge=0, description="Microcontrollers: the tensor arena estimate (SRAM)."
+    )
+    flash_bytes: int | None = Field(
+        default=None, ge=0, description="Microcontrollers: the model bytes kept in flash."
+    )
 
 
 class GoldenSamples(_Frozen):

@@ -19,6 +19,7 @@ DIGITS = "compiler.examples.digits:trained_cnn"
 INT8_PROFILES = ("x86-64/avx512-vnni", "raspberry-pi/4b")
 FALLBACK_PROFILE = "nvidia/jetson-orin-nano"  # fp16 preferred, fp32 fallback
 TFLITE_PROFILE = "google/coral-edgetpu"
+TOOLS_ENV = "EDGEFLEET_TOOLS_DIR"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ def _pass_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield root
 
 
+@pytest.fixture
+def no_tool_envs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tool environments (litert-torch, onnx2tf) are looked for in an empty directory: the
+    'not set up' path, whatever this machine has."""
+    monkeypatch.setenv(TOOLS_ENV, str(tmp_path / "no-tools"))
+
+
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory: pytest.TempPathFactory) -> DigitsData:
     from compiler.examples.digits import write_datasets
@@ -77,7 +85,8 @@ def digits_compiled(
     tmp_path_factory: pytest.TempPathFactory, digits_data: DigitsData, keys: Keys
 ) -> Compiled:
     """``edgefleet compile`` of the digits CNN for two int8 profiles, a GPU profile that falls
-    back to fp32, and a TFLite profile that is skipped.
+    back to fp32, and a TFLite profile that is skipped (its tool environment looked for in an
+    empty directory).
 
     ``--no-speed-check``: these tests assert size and agreement, which must not depend on the
     load of the machine running them (int8 is ~0.75x fp32 here, measured and still reported);
@@ -90,7 +99,9 @@ def digits_compiled(
     args += ["--calibration", str(digits_data.calibration), "--eval", str(digits_data.evaluation)]
     args += ["--out", str(out), "--key", str(keys.private), "--name", "digits"]
     args += ["--version", "1.0.0", "--no-speed-check"]
-    result = CliRunner().invoke(app, args)
+    with pytest.MonkeyPatch.context() as patch:  # the TFLite skip, whatever this machine has
+        patch.setenv(TOOLS_ENV, str(tmp_path_factory.mktemp("no-tools")))
+        result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
     return Compiled(out=out, stdout=result.stdout, stderr=result.stderr)
 

@@ -104,6 +104,7 @@ def test_missing_key_file(tmp_path: Path, float_onnx: Path, digits_data: DigitsD
     assert f"{missing}: cannot read key file" in message
 
 
+@pytest.mark.usefixtures("no_tool_envs")
 def test_only_tflite_profiles_means_no_bundle(
     tmp_path: Path, float_onnx: Path, digits_data: DigitsData, keys: Keys
 ) -> None:

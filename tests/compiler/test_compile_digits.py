@@ -166,7 +166,7 @@ def test_tflite_profile_is_skipped_with_one_line_naming_what_to_install(
     assert not digits_compiled.bundle(TFLITE_PROFILE).exists()
     lines = [line for line in digits_compiled.stderr.splitlines() if TFLITE_PROFILE in line]
     assert len(lines) == 1
-    assert "skipped" in lines[0] and "pip install litert-torch" in lines[0]
+    assert "skipped" in lines[0] and "edgefleet tools setup litert-torch" in lines[0]
 
 
 def test_summary_table_has_a_row_per_bundle(digits_compiled: Compiled, keys: Keys) -> None:

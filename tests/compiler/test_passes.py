@@ -37,15 +37,19 @@ def test_a_format_mismatch_names_the_pass() -> None:
     assert problems == ["pass 'cleanup_onnx': takes onnx, but gets onnx-qdq from the step before"]
 
 
+@pytest.mark.usefixtures("no_tool_envs")
 def test_a_missing_optional_dependency_names_the_pass_and_what_to_install() -> None:
     coral = load_profile("google/coral-edgetpu")
     pipeline = Pipeline([TorchToTflite(TorchToTfliteConfig())], source=Format.TORCH)
-    with pytest.raises(PipelineError, match=r"pass 'torch_to_tflite': needs .*litert-torch"):
+    with pytest.raises(
+        PipelineError, match=r"pass 'torch_to_tflite': needs .*edgefleet tools setup litert-torch"
+    ):
         pipeline.check(coral)
     # an ONNX target cannot take a TFLite pipeline's output
     assert any("runs onnx models" in p for p in pipeline.problems(load_profile("raspberry-pi/4b")))
 
 
+@pytest.mark.usefixtures("no_tool_envs")
 def test_registry_is_explicit_and_lazy() -> None:
     found = availability()
     assert set(found) == set(PASSES)

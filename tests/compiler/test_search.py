@@ -91,6 +91,7 @@ def test_cpu_profile_rejects_a_quantized_model_slower_than_fp32_or_ships_a_faste
         assert "not faster than fp32 on the host" in outlier_run.report
 
 
+@pytest.mark.usefixtures("no_tool_envs")
 def test_explain_prints_the_plan_without_running(tmp_path: Path) -> None:
     from edgefleet.cli import app
 
@@ -111,7 +112,9 @@ def test_explain_prints_the_plan_without_running(tmp_path: Path) -> None:
     assert '"calibrate_method"="entropy"' in text
     assert "1. int8-static-qdq [int8]" in text and "2. fp32 [fp32]" in text
     assert "convert_fp16 (onnx -> onnx-fp16)" in text and "trt_fp16_enable" in text
-    assert "pip install litert-torch" in text and "pip install ai-edge-quantizer" in text
+    assert "quantize_tflite (tflite -> tflite-int8)" in text
+    assert "needs the 'litert-torch' tool environment" in text
+    assert "edgefleet tools setup litert-torch" in text
     assert not list(tmp_path.iterdir())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from edge_agent.errors import RuntimeBackendError
 from edge_agent.runtime import backend_for
 from edge_agent.runtime.litert import LiteRtBackend, LiteRtModel
 from edge_agent.serving import ServedModel
-from edgefleet.bundle import Manifest, TensorSpec
+from edgefleet.bundle import Manifest, QuantParams, TensorSpec
 from hardware_profiles import HardwareProfile, load_profile
 from tests.edge_agent.helpers import IN_FEATURES, expected, manifest_for, write_tiny_tflite
 
@@ -152,3 +153,87 @@ def test_bad_files_and_names_are_named(tmp_path: Path, coral: HardwareProfile) -
     )
     with pytest.raises(RuntimeBackendError, match=r"inputs \['image'\].*\['x'\]"):
         LiteRtBackend(coral).prepare(path, renamed)
+
+
+IN_Q = QuantParams(scale=0.05, zero_point=-3)
+OUT_Q = QuantParams(scale=0.1, zero_point=7)
+
+
+def write_int8_io_tflite(path: Path) -> Path:
+    """A real full-int8-style flatbuffer: int8 x [batch, 4] (scale 0.05, zero point -3) ->
+    DEQUANTIZE -> float -> QUANTIZE -> int8 y [batch, 4] (scale 0.1, zero point 7)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as tfl
+
+    def tensor(name: str, kind: int, quant: QuantParams | None) -> Any:
+        entry = tfl.TensorT()
+        entry.name, entry.shape, entry.shapeSignature = name, [1, IN_FEATURES], [-1, IN_FEATURES]
+        entry.type, entry.buffer = kind, 0
+        if quant is not None:
+            entry.quantization = tfl.QuantizationParametersT()
+            entry.quantization.scale, entry.quantization.zeroPoint = (
+                [quant.scale],
+                [quant.zero_point],
+            )
+        return entry
+
+    codes, ops = [], []
+    for index, builtin in enumerate((tfl.BuiltinOperator.DEQUANTIZE, tfl.BuiltinOperator.QUANTIZE)):
+        code = tfl.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = builtin
+        code.version = 1
+        codes.append(code)
+        op = tfl.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = index, [index], [index + 1]
+        ops.append(op)
+    graph = tfl.SubGraphT()
+    graph.name = "main"
+    graph.tensors = [
+        tensor("x", tfl.TensorType.INT8, IN_Q),
+        tensor("mid", tfl.TensorType.FLOAT32, None),
+        tensor("y", tfl.TensorType.INT8, OUT_Q),
+    ]
+    graph.inputs, graph.outputs, graph.operators = [0], [2], ops
+    model = tfl.ModelT()
+    model.version, model.description = 3, "int8 io"
+    model.operatorCodes, model.subgraphs = codes, [graph]
+    model.buffers = [tfl.BufferT()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def test_int8_io_is_quantized_and_dequantized_with_the_manifest_params(
+    tmp_path: Path, coral: HardwareProfile
+) -> None:
+    base = tflite_manifest()
+    interface = base.interface.model_copy(
+        update={
+            "inputs": (
+                TensorSpec(
+                    name="x", dtype="float32", shape=("batch", IN_FEATURES), quantization=IN_Q
+                ),
+            ),
+            "outputs": (
+                TensorSpec(
+                    name="y", dtype="float32", shape=("batch", IN_FEATURES), quantization=OUT_Q
+                ),
+            ),
+        }
+    )
+    manifest = base.model_copy(update={"interface": interface})
+    model = LiteRtBackend(coral).prepare(write_int8_io_tflite(tmp_path / "q.tflite"), manifest)
+    inputs = (x(6) - 0.5) * 4.0
+    (y,) = model.run({"x": inputs})
+    assert y.dtype == np.float32 and y.shape == inputs.shape
+    # real -> int8 (0.05 steps) -> real -> int8 (0.1 steps) -> real, as the manifest says
+    q_in = np.clip(np.round(inputs / IN_Q.scale) + IN_Q.zero_point, -128, 127)
+    mid = (q_in - IN_Q.zero_point) * IN_Q.scale
+    q_out = np.clip(np.round(mid / OUT_Q.scale) + OUT_Q.zero_point, -128, 127)
+    np.testing.assert_allclose(y, (q_out - OUT_Q.zero_point) * OUT_Q.scale, atol=1e-6)
+    assert np.max(np.abs(y - inputs)) <= (IN_Q.scale + OUT_Q.scale) / 2 + 1e-6
+    # without the parameters the float feed cannot go into the int8 tensor
+    plain = LiteRtBackend(coral).prepare(tmp_path / "q.tflite", tflite_manifest(batch="batch"))
+    with pytest.raises(RuntimeBackendError):
+        plain.run({"x": inputs})
