@@ -3,20 +3,29 @@
 Each :class:`SimDevice` is a real paho MQTT client speaking the agent's protocol: client id
 ``edgefleet-agent-{id}``, Last Will ``offline`` (retained), ``online`` status on connect,
 subscribes to its retained desired state, reports every deployment phase (with
-``active_version``) and publishes telemetry with error counts, latency, NaN outputs, output
-sketches and shadow statistics. How each model version behaves is given by :class:`Behaviour`.
-One :class:`Scheduler` thread drives installs and telemetry of every device.
+``active_version``) and publishes telemetry with error counts, latency, NaN outputs, input and
+output sketches (with histograms, as the agent sends them) and shadow statistics. How each model
+version behaves is given by :class:`Behaviour`.
+
+One :class:`Scheduler` runs every device on one thread: an asyncio event loop drives the paho
+clients through paho's external-loop API (each socket is registered with the loop; no
+``loop_start`` thread per client) and runs the timed installs and telemetry. A thousand devices
+cost one thread and a few percent of a core, so a benchmark measures the server, not the
+simulator.
 """
 
 from __future__ import annotations
 
-import heapq
+import asyncio
+import concurrent.futures
+import contextlib
 import itertools
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -26,6 +35,7 @@ from edgefleet.protocol.messages import (
     DesiredState,
     DeviceState,
     FeatureSketch,
+    Histogram,
     LatencySummary,
     Report,
     ShadowStats,
@@ -43,6 +53,11 @@ INSTALL_PHASES = (
     DeploymentPhase.ACTIVE,
     DeploymentPhase.VALIDATING,
 )
+# The agent's default sketch histogram bounds (edge_agent/sketches.py DEFAULT_BOUNDS; the
+# server may not import the agent, and reads the bounds from each message anyway).
+SKETCH_BOUNDS: tuple[float, ...] = (-10.0, -3.0, -1.0, -0.3, 0.0, 0.3, 1.0, 3.0, 10.0)
+MISC_S = 1.0  # how often each client's keepalive and reconnect are looked after
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,9 @@ class VersionBehaviour:
     p95_ms: float = 2.0
     agreement: float = 1.0  # top-1 agreement with the active model when shadowed
     output_mean: float = 0.5
+    output_std: float = 0.1
+    input_mean: float = 0.0  # what the device's inputs look like while this version runs
+    input_std: float = 1.0
     fails_install: bool = False
 
 
@@ -66,41 +84,101 @@ class Behaviour:
         return self.versions.get(version or "", VersionBehaviour())
 
 
+def normal_sketch(index: int, count: int, mean: float, std: float) -> FeatureSketch:
+    """The sketch an agent would send for ``count`` values of N(mean, std): moments, range and
+    the histogram over :data:`SKETCH_BOUNDS` (expected counts, rounded)."""
+    cdf = [0.0, *(_normal_cdf(b, mean, std) for b in SKETCH_BOUNDS), 1.0]
+    counts = [round(count * (hi - lo)) for lo, hi in itertools.pairwise(cdf)]
+    return FeatureSketch(
+        index=index,
+        count=count,
+        mean=mean,
+        m2=std * std * count,
+        min=mean - 3 * std,
+        max=mean + 3 * std,
+        histogram=Histogram(bounds=SKETCH_BOUNDS, counts=tuple(counts)),
+    )
+
+
+def _normal_cdf(x: float, mean: float, std: float) -> float:
+    if std <= 0:
+        return 1.0 if x >= mean else 0.0
+    return 0.5 * (1.0 + math.erf((x - mean) / (std * math.sqrt(2.0))))
+
+
 class Scheduler:
-    """One thread that runs timed callbacks for many devices."""
+    """One thread with an asyncio event loop that runs every simulated device: the sockets of
+    their paho clients and their timed jobs. Its methods may be called from any thread."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._counter = itertools.count()
-        self._cv = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="sim-scheduler", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self._devices: set[SimDevice] = set()
+        self._thread = threading.Thread(target=self._run, name="sim-devices", daemon=True)
         self._thread.start()
 
-    def at(self, when: float, job: Callable[[], None]) -> None:
-        with self._cv:
-            heapq.heappush(self._heap, (when, next(self._counter), job))
-            self._cv.notify()
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._misc)
+        self.loop.run_forever()
+
+    def _on_loop(self) -> bool:
+        return threading.current_thread() is self._thread
 
     def later(self, delay: float, job: Callable[[], None]) -> None:
-        self.at(time.monotonic() + delay, job)
+        if self._on_loop():
+            self.loop.call_later(delay, job)
+        else:
+            self.loop.call_soon_threadsafe(self.loop.call_later, delay, job)
+
+    def call(self, job: Callable[[], T], *, timeout: float = 10.0) -> T:
+        """Run ``job`` on the loop thread and return its result."""
+        if self._on_loop():
+            return job()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(job())
+            except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                future.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        return future.result(timeout)
 
     def stop(self) -> None:
-        with self._cv:
-            self._stopped = True
-            self._cv.notify()
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        self.loop.close()
 
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cv.wait(wait)
-                if self._stopped:
-                    return
-                _, _, job = heapq.heappop(self._heap)
-            job()
+    # -- paho's external-loop API ----------------------------------------------------------
+
+    def attach(self, device: SimDevice, client: mqtt.Client) -> None:
+        """Let the loop drive ``client``'s socket (loop thread only)."""
+        loop = self.loop
+        client.on_socket_open = lambda c, _u, sock: loop.add_reader(sock, c.loop_read)
+        client.on_socket_close = lambda _c, _u, sock: _forget(loop, sock)
+        client.on_socket_register_write = lambda c, _u, sock: loop.add_writer(sock, c.loop_write)
+        client.on_socket_unregister_write = lambda _c, _u, sock: _stop_writing(loop, sock)
+        self._devices.add(device)
+
+    def detach(self, device: SimDevice) -> None:
+        self._devices.discard(device)
+
+    def _misc(self) -> None:
+        for device in list(self._devices):
+            device.look_after()
+        self.loop.call_later(MISC_S, self._misc)
+
+
+def _stop_writing(loop: asyncio.AbstractEventLoop, sock: Any) -> None:
+    loop.remove_writer(sock)
+
+
+def _forget(loop: asyncio.AbstractEventLoop, sock: Any) -> None:
+    loop.remove_reader(sock)
+    loop.remove_writer(sock)
 
 
 @dataclass
@@ -113,6 +191,9 @@ class Received:
 
 
 class SimDevice:
+    """One simulated device. ``start``/``stop`` may be called from any thread; everything
+    else runs on the scheduler's loop thread."""
+
     def __init__(
         self,
         device_id: str,
@@ -138,10 +219,19 @@ class SimDevice:
         self._online = False
         self._generation = 0
         self._client: mqtt.Client | None = None
+        self._next_connect = 0.0
 
     # -- connection --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Come online: connect (in the background, retrying) and start telemetry."""
+        with self._lock:
+            self._online = True
+            self._generation += 1
+            generation = self._generation
+        self._scheduler.call(lambda: self._start(generation))
+
+    def _start(self, generation: int) -> None:
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"edgefleet-agent-{self.device_id}",
@@ -155,32 +245,51 @@ class SimDevice:
         )
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        client.connect_async(self._address.host, self._address.port, keepalive=30)
-        client.loop_start()
         self._client = client
-        with self._lock:
-            self._online = True
-            self._generation += 1
-            generation = self._generation
+        self._scheduler.attach(self, client)
+        self._connect()
         self._scheduler.later(self.behaviour.telemetry_s, lambda: self._telemetry(generation))
 
-    def stop(self, *, graceful: bool = True) -> None:
-        """Go offline: publish ``offline`` (as the Last Will would) and disconnect."""
-        with self._lock:
-            self._online = False
-        client, self._client = self._client, None
+    def _connect(self) -> None:
+        client = self._client
         if client is None:
             return
-        if graceful:
-            info = client.publish(
+        self._next_connect = time.monotonic() + MISC_S
+        with contextlib.suppress(OSError):  # the broker is not there (yet): look_after() retries
+            client.connect(self._address.host, self._address.port, keepalive=30)
+
+    def look_after(self) -> None:
+        """Keepalive pings, and a reconnect after the broker went away (loop thread)."""
+        client = self._client
+        if client is None:
+            return
+        if client.loop_misc() == mqtt.MQTT_ERR_NO_CONN and time.monotonic() >= self._next_connect:
+            self._connect()
+
+    def stop(self, *, graceful: bool = True) -> None:
+        """Go offline; ``graceful`` first publishes ``offline`` (as the Last Will would)."""
+        with self._lock:
+            self._online = False
+        self._scheduler.call(lambda: self._stop(graceful))
+
+    def _stop(self, graceful: bool) -> None:
+        client, self._client = self._client, None
+        self._scheduler.detach(self)
+        if client is None:
+            return
+        if graceful and client.is_connected():
+            # Written before DISCONNECT on the same connection: the broker stores it first.
+            client.publish(
                 topic(self.device_id, Channel.STATUS),
                 Status(state=DeviceState.OFFLINE).to_bytes(),
                 qos=1,
                 retain=True,
             )
-            info.wait_for_publish(timeout=5)
-        client.disconnect()
-        client.loop_stop()
+        if client.disconnect() != mqtt.MQTT_ERR_SUCCESS:
+            sock = client.socket()
+            if sock is not None:
+                _forget(self._scheduler.loop, sock)
+                sock.close()
 
     def _on_connect(self, client: mqtt.Client, *_args: Any) -> None:
         self._publish(
@@ -299,14 +408,6 @@ class SimDevice:
             active_model=model,
             active_version=version,
             shadow=shadow_stats,
-            output_sketches=(
-                FeatureSketch(
-                    index=0,
-                    count=n,
-                    mean=vb.output_mean,
-                    m2=0.01 * n,
-                    min=vb.output_mean - 0.3,
-                    max=vb.output_mean + 0.3,
-                ),
-            ),
+            input_sketches=(normal_sketch(0, n, vb.input_mean, vb.input_std),),
+            output_sketches=(normal_sketch(0, n, vb.output_mean, vb.output_std),),
         )

@@ -68,14 +68,19 @@ class DeviceView(BaseModel):
     profile: str
     labels: dict[str, str]
     online: bool
-    last_seen: float | None
+    last_seen: float | None = Field(
+        description="When the server last heard from the device (unix s); written at most "
+        "every few seconds (ingest holds back activity-only updates), so up to ~5 s old."
+    )
     reported_model: str | None
     reported_version: str | None
     desired_model: str | None
     desired_version: str | None
     deployment_phase: str | None
     deployment_detail: str
-    last_telemetry: dict[str, Any] | None
+    last_telemetry: dict[str, Any] | None = Field(
+        description="The latest telemetry the device sent, up to ~5 s old like last_seen."
+    )
     predictions_received: int
 
     @classmethod

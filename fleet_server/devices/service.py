@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from edgefleet.protocol.messages import DesiredState
 from fleet_server.devices.desired import write_desired
@@ -48,7 +48,8 @@ def get_device(session: Session, device_id: str) -> DeviceRow:
 
 
 def list_devices(session: Session) -> list[DeviceRow]:
-    return list(session.scalars(select(DeviceRow).order_by(DeviceRow.device_id)))
+    rows = select(DeviceRow).options(undefer(DeviceRow.last_telemetry))
+    return list(session.scalars(rows.order_by(DeviceRow.device_id)))
 
 
 def assign_desired(session: Session, *, device_id: str, model: str, version: str) -> DesiredState:

@@ -37,12 +37,14 @@ class DeviceRow(Base):
     desired_artifact_id: Mapped[int | None] = mapped_column(ForeignKey("artifacts.id"))
     deployment_id: Mapped[str | None] = mapped_column(String(64))
     desired_at: Mapped[float | None] = mapped_column(Float)
-    desired_state: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    desired_state: Mapped[dict[str, Any] | None] = mapped_column(JsonType, deferred=True)
 
     deployment_phase: Mapped[str | None] = mapped_column(String(32))
     deployment_detail: Mapped[str] = mapped_column(Text, default="")
     reported_deployment_id: Mapped[str | None] = mapped_column(String(64))
-    last_telemetry: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # Deferred, like desired_state: the executor loads many device rows each tick and reads
+    # neither (their JSON decoding was most of a tick).
+    last_telemetry: Mapped[dict[str, Any] | None] = mapped_column(JsonType, deferred=True)
     predictions_received: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

@@ -6,9 +6,14 @@ reports, telemetry and predictions are taken through shared subscriptions
 stays a plain subscription (low volume, idempotent, and retained messages are not delivered to
 shared subscriptions). With MQTT 3.1.1 (the embedded amqtt broker) every subscription is plain.
 Subscriptions are made inside ``on_connect`` so they survive reconnects. Messages are handed
-from paho's network thread to one worker thread, which applies them in batches (up to
-``BATCH_MAX`` messages per transaction; a batch that fails is retried one message at a time),
-commits, and only then publishes the :class:`Ack` for prediction batches.
+from paho's network thread to one worker thread, which applies them in batches
+(:func:`fleet_server.ingest.service.apply_batch`: up to ``BATCH_MAX`` messages per transaction,
+bulk inserts, one update and one row lock per device; a batch that meets a busy database is
+retried whole with back-off, one that fails otherwise is retried one message at a time),
+commits, and only then publishes the :class:`Ack` for prediction batches. A device row whose
+only change is ``last_seen``/``last_telemetry`` is written at most every ``activity_interval_s``
+(:class:`~fleet_server.ingest.activity.ActivityBuffer`); when no message comes, the worker
+flushes what is due by itself, and on stop it writes everything still held back.
 A message from an unregistered device, or one that does not parse, is logged and dropped.
 After every (re)connect the worker republishes each device's desired state (retained), so a
 broker that lost its retained messages converges again.
@@ -28,9 +33,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edgefleet.protocol import topics
@@ -44,8 +48,8 @@ from edgefleet.protocol.messages import (
 )
 from edgefleet.protocol.topics import DEVICE_TO_SERVER, Channel, TopicError
 from fleet_server.devices.service import all_desired_states
-from fleet_server.devices.tables import DeviceRow
 from fleet_server.ingest import service as ingest
+from fleet_server.ingest.activity import DEFAULT_INTERVAL_S, ActivityBuffer
 from fleet_server.mqtt.url import parse_mqtt_url
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ log = logging.getLogger(__name__)
 QOS = 1
 KEEPALIVE_S = 30
 BATCH_MAX = 500
+BUSY_RETRIES = 3  # a batch that meets a busy database is retried whole this many times
+BUSY_BACKOFF_S = 0.5
 _STOP = object()
 
 
@@ -96,7 +102,7 @@ def speaks_mqtt5(url: str, *, timeout_s: float = 3.0) -> bool:
     return accepted.is_set()
 
 
-_PAYLOADS: dict[Channel, type[BaseModel]] = {
+_PAYLOADS: dict[Channel, type[ingest.DeviceMessage]] = {
     Channel.STATUS: Status,
     Channel.REPORT: Report,
     Channel.TELEMETRY: Telemetry,
@@ -114,14 +120,20 @@ class MqttBridge:
         sessions: sessionmaker[Session],
         client_id: str | None = None,
         shared: bool = False,
+        activity_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self.address = parse_mqtt_url(url)
         self.shared = shared
         self.ingested = 0
         self._sessions = sessions
+        self._activity = ActivityBuffer(activity_interval_s)
         self.client_id = client_id or f"edgefleet-server-{uuid.uuid4().hex[:12]}"
         self.ready = threading.Event()  # connected and every subscription acknowledged
         self._subscribe_mid: int | None = None
+        # Held while a desired state is read and published: a republish after a reconnect reads
+        # every device's state inside it, so an executor's newer state, committed meanwhile,
+        # is published after it and is what the broker retains.
+        self._desired_lock = threading.Lock()
         self._jobs: queue.Queue[_Incoming | Callable[[], None] | object] = queue.Queue()
         self._worker = threading.Thread(
             target=self._work, name="edgefleet-mqtt-ingest", daemon=True
@@ -164,6 +176,10 @@ class MqttBridge:
     # -- Publisher ---------------------------------------------------------------------------
 
     def publish_desired(self, device_id: str, desired: DesiredState) -> None:
+        with self._desired_lock:
+            self._publish_desired(device_id, desired)
+
+    def _publish_desired(self, device_id: str, desired: DesiredState) -> None:
         self._publish(topics.topic(device_id, Channel.DESIRED), desired.to_bytes(), retain=True)
 
     def publish_ack(self, device_id: str, ack: Ack) -> None:
@@ -222,8 +238,20 @@ class MqttBridge:
 
     # -- worker thread -----------------------------------------------------------------------
 
+    def _next_job(self) -> _Incoming | Callable[[], None] | object | None:
+        """The next job; ``None`` when none came for a while and held activity is due."""
+        while True:
+            try:
+                return self._jobs.get(timeout=max(self._activity.interval_s / 2, 0.1))
+            except queue.Empty:
+                if self._activity.has_due():
+                    return None
+
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not _STOP:
+        while (job := self._next_job()) is not _STOP:
+            if job is None:
+                self._guarded(partial(self._ingest_batch, []))  # write the held activity
+                continue
             if not isinstance(job, _Incoming):
                 assert callable(job)
                 self._guarded(job)
@@ -252,8 +280,8 @@ class MqttBridge:
                 break
             if isinstance(item, _Incoming):
                 pending.append(item)
-        if pending:
-            self._guarded(partial(self._ingest_batch, pending))
+        self._activity.interval_s = 0.0  # stopping: write everything held back
+        self._guarded(partial(self._ingest_batch, pending))
 
     @staticmethod
     def _guarded(job: Callable[[], None]) -> None:
@@ -265,47 +293,52 @@ class MqttBridge:
             log.exception("unexpected error in the MQTT bridge; the message was dropped")
 
     def _ingest_batch(self, batch: list[_Incoming]) -> None:
-        """Apply ``batch`` in one transaction; on a database error, one message at a time."""
-        if len(batch) > 1:
+        """Apply ``batch`` in one transaction. A busy database (SQLite locked past its busy
+        timeout, a PostgreSQL deadlock) is retried whole, with back-off; any other database
+        error, one message at a time, so one bad message does not lose the others."""
+        for attempt in range(BUSY_RETRIES + 1):
             try:
                 self._apply_all(batch)
                 return
+            except OperationalError as exc:
+                if attempt == BUSY_RETRIES:
+                    break
+                log.warning(
+                    "database busy (%s); retrying a batch of %d messages",
+                    str(exc.orig).strip(),
+                    len(batch),
+                )
+                time.sleep(BUSY_BACKOFF_S * 2**attempt)
             except SQLAlchemyError:
-                log.warning("a batch of %d messages failed; retrying one at a time", len(batch))
-        for item in batch:
+                break
+        if len(batch) > 1:
+            log.warning("a batch of %d messages failed; retrying one at a time", len(batch))
+        for item in batch:  # a message that fails again is logged with its error and dropped
             self._guarded(partial(self._apply_all, [item]))
 
     def _apply_all(self, batch: list[_Incoming]) -> None:
-        acks: list[tuple[str, list[int]]] = []
-        parsed_batch = [(item, parsed) for item in batch if (parsed := self._parse(item))]
+        incoming = [
+            ingest.Incoming(device_id, message, item.received_at, item.payload)
+            for item in batch
+            if (parsed := self._parse(item)) is not None
+            for device_id, message in [parsed]
+        ]
         with self._sessions() as session:
-            # One query loads every device of the batch into the session (no round trip each)
-            # and, on PostgreSQL, locks their rows in device id order, the order the executor
-            # locks them too, so the two never deadlock.
-            ids = sorted({device_id for _, (device_id, _) in parsed_batch})
-            for start in range(0, len(ids), 500):
-                session.scalars(
-                    select(DeviceRow)
-                    .where(DeviceRow.device_id.in_(ids[start : start + 500]))
-                    .order_by(DeviceRow.device_id)
-                    .with_for_update()
-                ).all()
-            for item, (device_id, message) in parsed_batch:
-                stored = self._apply(session, device_id, message, item.received_at)
-                if stored is None:
-                    log.warning(
-                        "dropped a %s message from unregistered device %r",
-                        type(message).__name__,
-                        device_id,
-                    )
-                elif isinstance(stored, list):
-                    acks.append((device_id, stored))
+            applied = ingest.apply_batch(session, incoming, activity=self._activity)
             session.commit()
+        if applied.activity is not None:
+            self._activity.committed(applied.activity)
         self.ingested += len(batch)
-        for device_id, seqs in acks:
+        for item in applied.unknown:
+            log.warning(
+                "dropped a %s message from unregistered device %r",
+                type(item.message).__name__,
+                item.device_id,
+            )
+        for device_id, seqs in applied.acks:
             self.publish_ack(device_id, Ack.of(seqs))
 
-    def _parse(self, item: _Incoming) -> tuple[str, BaseModel] | None:
+    def _parse(self, item: _Incoming) -> tuple[str, ingest.DeviceMessage] | None:
         try:
             parsed = topics.parse(item.topic)
         except TopicError as exc:
@@ -325,37 +358,12 @@ class MqttBridge:
             )
             return None
 
-    @staticmethod
-    def _apply(
-        session: Session, device_id: str, message: BaseModel, received_at: float
-    ) -> bool | list[int] | None:
-        """Apply one message; ``None`` if the device is unknown, the stored seqs for predictions."""
-        known: bool
-        if isinstance(message, PredictionBatch):
-            return ingest.store_predictions(
-                session, device_id=device_id, batch=message, received_at=received_at
-            )
-        if isinstance(message, Status):
-            known = ingest.apply_status(
-                session, device_id=device_id, status=message, received_at=received_at
-            )
-        elif isinstance(message, Report):
-            known = ingest.apply_report(
-                session, device_id=device_id, report=message, received_at=received_at
-            )
-        elif isinstance(message, Telemetry):
-            known = ingest.apply_telemetry(
-                session, device_id=device_id, telemetry=message, received_at=received_at
-            )
-        else:
-            raise TypeError(f"no handler for {type(message).__name__}")
-        return True if known else None
-
     def _republish_desired(self) -> None:
-        with self._sessions() as session:
-            states = all_desired_states(session)
-        for device_id, desired in states:
-            self.publish_desired(device_id, desired)
+        with self._desired_lock:
+            with self._sessions() as session:
+                states = all_desired_states(session)
+            for device_id, desired in states:
+                self._publish_desired(device_id, desired)
         if states:
             log.info("republished the desired state of %d device(s)", len(states))
 

@@ -26,11 +26,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edgefleet.protocol.messages import DeploymentPhase, DesiredState, HealthPolicy
+from fleet_server.cohorts.service import members
 from fleet_server.cohorts.tables import CohortRow
 from fleet_server.devices.desired import write_desired
 from fleet_server.devices.service import matches
 from fleet_server.devices.tables import DeviceRow
 from fleet_server.ingest.tables import TelemetryRow
+from fleet_server.models.semver import sort_key
 from fleet_server.models.service import artifact_for
 from fleet_server.models.tables import ArtifactRow
 from fleet_server.mqtt.publisher import Publisher
@@ -273,8 +275,10 @@ def _complete(tick: _Tick, rollout: RolloutRow) -> None:
 
 def _locked_devices() -> Select[DeviceRow]:
     """Devices the tick may write, row-locked in device id order on PostgreSQL (the MQTT
-    ingest locks in the same order, so the two wait for each other instead of deadlocking)."""
-    return select(DeviceRow).order_by(DeviceRow.device_id).with_for_update()
+    ingest updates them in the same order, so the two wait for each other instead of
+    deadlocking). ``FOR NO KEY UPDATE``: ingest's inserts of telemetry and reports, whose
+    foreign keys take ``KEY SHARE`` on the device row, do not wait for the tick."""
+    return select(DeviceRow).order_by(DeviceRow.device_id).with_for_update(key_share=True)
 
 
 def _order_key(rollout_id: int, device_id: str) -> str:
@@ -447,15 +451,18 @@ def _sync_deployments(
 
 
 def _sync_stragglers(tick: _Tick) -> None:
-    """A device that timed out in a rollout that has since finished still converges (its
-    desired state is retained): record its outcome when it reports."""
+    """A device that timed out in a rollout that has since finished, or was still installing
+    when its rollout was aborted, still converges (its desired state is retained): record its
+    outcome when it reports."""
     rows = tick.session.execute(
         select(DeploymentRow, DeviceRow)
         .join(RolloutRow, RolloutRow.id == DeploymentRow.rollout_id)
         .join(DeviceRow, DeviceRow.device_id == DeploymentRow.device_id)
         .where(
-            DeploymentRow.status == DeploymentStatus.TIMED_OUT.value,
-            RolloutRow.status == RolloutStatus.SUCCEEDED.value,
+            DeploymentRow.status.in_(
+                [DeploymentStatus.TIMED_OUT.value, DeploymentStatus.SENT.value]
+            ),
+            RolloutRow.status.in_([RolloutStatus.SUCCEEDED.value, RolloutStatus.ABORTED.value]),
             DeviceRow.reported_deployment_id == DeploymentRow.deployment_id,
         )
     )
@@ -466,13 +473,26 @@ def _sync_stragglers(tick: _Tick) -> None:
             event = DeploymentEvent.FAIL
         else:
             continue
-        row.status = deployment_next(DeploymentStatus.TIMED_OUT, event).value
+        status = DeploymentStatus(row.status)
+        row.status = deployment_next(status, event).value
         row.settled_at = tick.now
         row.detail = (
-            "converged after the wave"
+            ("converged after the wave" if status is DeploymentStatus.TIMED_OUT else "")
             if event is DeploymentEvent.COMMIT
             else (device.deployment_detail or "the device reported a failure")
         )
+
+
+def _kept_after_abort(tick: _Tick) -> set[str]:
+    """Devices whose desired state is still the one an aborted rollout gave them: an abort
+    stops the rollout where it is, and they keep that version until the next rollout."""
+    rows = tick.session.execute(
+        select(DeploymentRow.device_id)
+        .join(RolloutRow, RolloutRow.id == DeploymentRow.rollout_id)
+        .join(DeviceRow, DeviceRow.deployment_id == DeploymentRow.deployment_id)
+        .where(RolloutRow.status == RolloutStatus.ABORTED.value)
+    )
+    return {device_id for (device_id,) in rows}
 
 
 def _roll_back(
@@ -532,6 +552,15 @@ def _roll_back(
     if not waiting:
         rollout.status = rollout_next(RolloutStatus.ROLLING_BACK, RolloutEvent.REVERTED).value
         rollout.updated_at = tick.now
+        cohort = tick.session.get(CohortRow, rollout.cohort)
+        assert cohort is not None
+        if rollout.previous_version is not None and (
+            cohort.current_model,
+            cohort.current_version,
+        ) == (rollout.model, rollout.version):
+            # A rollout that had succeeded: the cohort runs the previous version again, so
+            # devices that joined it since are taken back too (``_reconcile_cohorts``).
+            cohort.current_version, cohort.current_set_at = rollout.previous_version, tick.now
         log.info("rollout %d rolled back", rollout.id)
 
 
@@ -575,9 +604,9 @@ def _measure(
     if rollout.previous_version is not None and not wave.shadow:
         cohort = tick.session.get(CohortRow, rollout.cohort)
         assert cohort is not None
-        base_rows = _telemetry(
+        base_rows = _telemetry(  # the cohort's own devices: not the rest of the fleet
             tick,
-            None,
+            [device.device_id for device in members(tick.session, cohort)],
             since=rollout.created_at - BASELINE_LOOKBACK_S,
             version=rollout.previous_version,
             shadow=None,
@@ -616,7 +645,8 @@ def _telemetry(
 
 
 def _reconcile_cohorts(tick: _Tick) -> None:
-    """Give every device its cohort's current version, unless an active rollout holds it.
+    """Give every device its cohort's current version, unless an active rollout holds it or
+    an aborted one left it on its version.
 
     A device in several cohorts follows the one whose current version was set last.
     """
@@ -635,7 +665,7 @@ def _reconcile_cohorts(tick: _Tick) -> None:
             )
         )
     )
-    held = _held_elsewhere(tick, -1)
+    held = _held_elsewhere(tick, -1) | _kept_after_abort(tick)
     cohorts.sort(key=lambda c: c.current_set_at or 0.0)
     for device in tick.session.scalars(_locked_devices()):
         if device.device_id in held:
@@ -660,7 +690,12 @@ def _reconcile_cohorts(tick: _Tick) -> None:
         )
         if artifact is None:
             continue
-        desired = write_desired(device, artifact, now=tick.now)
+        # Older than what the device runs (the cohort was rolled back): an explicit rollback,
+        # the only way a device accepts a downgrade.
+        older = device.reported_model == artifact.name and sort_key(artifact.version) < sort_key(
+            device.reported_version or ""
+        )
+        desired = write_desired(device, artifact, rollback=older, now=tick.now)
         tick.tell(device, desired)
         log.info(
             "device %s joined cohort %s: given %s %s",

@@ -57,6 +57,9 @@ ROLLOUT_TABLE: dict[RolloutStatus, dict[RolloutEvent, RolloutStatus]] = {
         RolloutEvent.ROLL_BACK: RolloutStatus.ROLLING_BACK,
     },
     RolloutStatus.ROLLING_BACK: {RolloutEvent.REVERTED: RolloutStatus.ROLLED_BACK},
+    # A finished rollout can still be taken back (the cohort's latest one only: see
+    # ``service.act``); its devices go back to the previous version.
+    RolloutStatus.SUCCEEDED: {RolloutEvent.ROLL_BACK: RolloutStatus.ROLLING_BACK},
 }
 
 # -- wave ------------------------------------------------------------------------------------
@@ -188,6 +191,8 @@ def deployment_next(state: DeploymentStatus, event: DeploymentEvent) -> Deployme
 
 
 ROLLOUT_TERMINAL = frozenset(s for s in RolloutStatus if s not in ROLLOUT_TABLE)
+"""Aborted and rolled back: no way out. (Succeeded is final for the executor, which only
+ticks :data:`ACTIVE_ROLLOUT`, but an operator may still roll it back.)"""
 ACTIVE_ROLLOUT = frozenset(
     {
         RolloutStatus.AWAITING_APPROVAL,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.protocol.messages import HealthPolicy
-from fleet_server.rollouts.machine import DeploymentStatus
 from fleet_server.rollouts.strategy import AllAtOnce, Strategy
 from fleet_server.rollouts.tables import DeploymentRow, RolloutRow, WaveRow
 
@@ -98,13 +96,12 @@ class RolloutView(BaseModel):
         cls,
         row: RolloutRow,
         waves: list[WaveRow],
-        deployments: list[DeploymentRow],
-        *,
-        with_devices: bool = False,
+        counts: dict[str, int],
+        no_artifact: list[DeploymentRow],
+        devices: list[DeploymentRow] | None = None,
     ) -> RolloutView:
-        latest: dict[str, DeploymentRow] = {}
-        for deployment in sorted(deployments, key=lambda d: d.wave_index):
-            latest[deployment.device_id] = deployment
+        """``counts`` and ``no_artifact`` are of each device's latest deployment (counted by
+        the database: a rollout has a deployment row per device and wave)."""
         return cls(
             id=row.id,
             cohort=row.cohort,
@@ -120,11 +117,7 @@ class RolloutView(BaseModel):
             created_at=row.created_at,
             updated_at=row.updated_at,
             waves=[WaveView.of(w) for w in waves],
-            counts=dict(Counter(d.status for d in latest.values())),
-            no_artifact=[
-                DeploymentView.of(d)
-                for d in latest.values()
-                if d.status == DeploymentStatus.NO_ARTIFACT.value
-            ],
-            devices=[DeploymentView.of(d) for d in deployments] if with_devices else None,
+            counts=counts,
+            no_artifact=[DeploymentView.of(d) for d in no_artifact],
+            devices=None if devices is None else [DeploymentView.of(d) for d in devices],
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Subquery, and_, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from edgefleet.protocol.messages import HealthPolicy
@@ -15,10 +15,15 @@ from fleet_server.errors import ConflictError, NotFoundError
 from fleet_server.models.service import resolve_version
 from fleet_server.rollouts.machine import (
     ACTIVE_ROLLOUT,
+    WAVE_TABLE,
+    DeploymentStatus,
     RolloutEvent,
     RolloutStatus,
+    WaveEvent,
     WaveStatus,
+    can,
     rollout_next,
+    wave_next,
 )
 from fleet_server.rollouts.strategy import AllAtOnce, Canary, ShadowThenPromote, StrategyHolder
 from fleet_server.rollouts.tables import DeploymentRow, RolloutRow, WaveRow
@@ -127,21 +132,92 @@ def deployments_of(session: Session, rollout_id: int) -> list[DeploymentRow]:
     )
 
 
+def _latest_wave(rollout_id: int) -> Subquery:
+    """Each device's latest wave in the rollout (the deployment that counts)."""
+    return (
+        select(DeploymentRow.device_id, func.max(DeploymentRow.wave_index).label("wave_index"))
+        .where(DeploymentRow.rollout_id == rollout_id)
+        .group_by(DeploymentRow.device_id)
+        .subquery()
+    )
+
+
+def _of_latest_wave(rollout_id: int) -> ColumnElement[bool]:
+    latest = _latest_wave(rollout_id)
+    return and_(
+        DeploymentRow.rollout_id == rollout_id,
+        tuple_(DeploymentRow.device_id, DeploymentRow.wave_index).in_(
+            select(latest.c.device_id, latest.c.wave_index)
+        ),
+    )
+
+
+def latest_counts(session: Session, rollout_id: int) -> dict[str, int]:
+    """Devices by the status of their latest deployment, counted by the database."""
+    rows = session.execute(
+        select(DeploymentRow.status, func.count())
+        .where(_of_latest_wave(rollout_id))
+        .group_by(DeploymentRow.status)
+    )
+    return {status: count for status, count in rows}
+
+
+def latest_deployments(
+    session: Session, rollout_id: int, *, status: DeploymentStatus
+) -> list[DeploymentRow]:
+    """The devices whose latest deployment in the rollout has ``status``."""
+    return list(
+        session.scalars(
+            select(DeploymentRow)
+            .where(_of_latest_wave(rollout_id), DeploymentRow.status == status.value)
+            .order_by(DeploymentRow.device_id)
+        )
+    )
+
+
 def act(session: Session, *, rollout_id: int, event: RolloutEvent, who: str) -> RolloutRow:
     """Apply an operator's event; an illegal one raises an error naming the current state."""
     row = session.get(RolloutRow, rollout_id, with_for_update=True)
     if row is None:
         raise NotFoundError(f"rollout {rollout_id} does not exist")
     current = RolloutStatus(row.status)
+    if current is RolloutStatus.SUCCEEDED and event is RolloutEvent.ROLL_BACK:
+        _check_latest(session, row)
     row.status = rollout_next(current, event).value
     row.detail = f"{event.value} by {who}"
     row.updated_at = time.time()
+    if event is RolloutEvent.ABORT:  # stop here: no wave runs on; devices keep what they run
+        for wave in waves_of(session, row.id):
+            if can(WAVE_TABLE, WaveStatus(wave.status), WaveEvent.CANCEL):
+                wave.status = wave_next(WaveStatus(wave.status), WaveEvent.CANCEL).value
+                wave.finished_at, wave.detail = row.updated_at, "rollout aborted"
     if event is RolloutEvent.RESUME:
         waves = waves_of(session, row.id)
         if row.current_wave < len(waves) and waves[row.current_wave].status == WaveStatus.FAILED:
             row.current_wave += 1  # the operator overrides the failed gate and goes on
     session.flush()
     return row
+
+
+def _check_latest(session: Session, row: RolloutRow) -> None:
+    """Only the cohort's latest rollout may be rolled back once it succeeded, only to a
+    version, and only while nothing else rolls out to the cohort."""
+    cohort = get_cohort(session, row.cohort)
+    if (cohort.current_model, cohort.current_version) != (row.model, row.version):
+        raise ConflictError(
+            f"rollout {row.id} is not the latest of cohort {row.cohort!r}, which runs "
+            f"{cohort.current_model} {cohort.current_version}: roll back that one instead"
+        )
+    if row.previous_version is None:
+        raise ConflictError(f"rollout {row.id} has no previous version to roll back to")
+    busy = session.scalar(
+        select(RolloutRow.id).where(
+            RolloutRow.cohort == row.cohort,
+            RolloutRow.status.in_([s.value for s in ACTIVE_ROLLOUT]),
+        )
+    )
+    if busy is not None:
+        raise ConflictError(f"cohort {row.cohort!r} already has active rollout {busy}")
 
 
 def active_rollout_of_device(session: Session, device_id: str) -> int | None:

@@ -5,7 +5,15 @@ each wave (cumulative), how long to bake, the wave's device timeout, whether the
 new version in *shadow* (beside the current one) instead of installing it, and its gates.
 
 Gates are strategy objects: each success condition and abort condition is a small model with a
-``check(metrics)`` method; nothing is parsed from strings at evaluation time. Example::
+``check(metrics)`` method; nothing is parsed from strings at evaluation time.
+
+Scope: every gate of a wave, success and abort alike, judges *that wave's own devices* (the
+ones the wave added), never all devices so far: installed and failed shares and counts are over
+the wave's deployments, error rate, latency, agreement and drift over the telemetry of the
+wave's devices since the wave started. Earlier waves already passed their own gates, and
+pooling would let their healthy devices dilute a problem that only the new devices show (a
+profile or site only present in a later wave). The baseline of the latency ratio and of drift
+is the previous version over the whole cohort. Example::
 
     {"kind": "canary", "waves": [
         {"size": {"kind": "percent", "value": 10}, "bake_s": 600},
@@ -96,7 +104,7 @@ class MinInstalled(_Spec):
 
 
 class MaxErrorRate(_Spec):
-    """(errors + NaN outputs) / requests on the new version is at most ``max``."""
+    """(errors + NaN outputs) / requests of the wave's devices on the new version <= ``max``."""
 
     kind: Literal["error_rate"] = "error_rate"
     max: float = Field(ge=0, le=1)
@@ -153,7 +161,9 @@ class MinShadowAgreement(_Spec):
 
 
 class MaxDrift(_Spec):
-    """The drift score (see :mod:`.metrics`) against the previous version is at most ``max``."""
+    """The drift score against the previous version is at most ``max``: the largest population
+    stability index (PSI) of any input or output feature (binning in :mod:`.metrics`). PSI below
+    0.1 is read as no shift, 0.1-0.25 as moderate, above 0.25 as major."""
 
     kind: Literal["drift"] = "drift"
     max: float = Field(ge=0)
@@ -166,7 +176,7 @@ class MaxDrift(_Spec):
             m.drift <= self.max,
             m.drift,
             self.max,
-            f"max standardized shift {m.drift:.3f}",
+            f"largest PSI of any feature {m.drift:.3f}",
         )
 
 
@@ -192,7 +202,7 @@ class FailedFraction(_Spec):
 
 
 class FailedDevices(_Spec):
-    """Abort when at least ``min`` devices of the rollout failed."""
+    """Abort when at least ``min`` devices of the wave failed."""
 
     kind: Literal["failed_devices"] = "failed_devices"
     min: int = Field(ge=1)

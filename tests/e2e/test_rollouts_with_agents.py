@@ -1,271 +1,49 @@
 """Rollout scenarios with real agent processes: one fleet server process, four agents in a
-device-like interpreter (no torch, FastAPI, SQLAlchemy), the real Mosquitto.
-
-Bundles are tiny signed ONNX models (no compiler): 1.0.0 and 2.0.0 are healthy; 2.1.0 returns
-NaN for any example with a negative feature, while its golden samples (features in [0, 1))
-still pass, so it installs and activates and fails only in the agent's validation window.
-Every assertion is on what the devices *report* (the server's device view, fed by the agents'
-reports) and on the agents' own local APIs.
+device-like interpreter, the real Mosquitto (see :mod:`tests.e2e.rollout_fleet` for the models).
+Gates: healthy canary waves promote by themselves; a NaN model aborts at the first wave; a
+three times slower model is stopped by the latency gate; shadow-then-promote promotes only a
+candidate that agrees with the current model.
 """
 
 from __future__ import annotations
 
-import json
-import secrets
-import threading
-from collections.abc import Iterator
+import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from edgefleet.bundle import generate_key_pair, load_signing_key
-from tests.edge_agent.helpers import PROFILE, FleetSide, build_bundle
-from tests.support.processes import Process, http_json, run_cli, try_json, wait_until
-from tests.support.services import Mosquitto, free_port
+from tests.e2e.rollout_fleet import (
+    AGENTS,
+    AGREEING,
+    BAD,
+    DISAGREEING,
+    GATES,
+    HEALTH,
+    HEAVY,
+    HEAVY_OLD,
+    HEAVY_SLOW,
+    MODEL,
+    NEW,
+    OLD,
+    Fleet,
+    Server,
+    Traffic,
+    canary,
+    examples,
+    new_fleet,
+    start_agent,
+    stop_fleet,
+    wave_devices,
+)
+from tests.edge_agent.helpers import FleetSide
+from tests.support.processes import run_cli, wait_until
+from tests.support.services import Mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-MODEL = "tiny"
-OLD, NEW, BAD = "1.0.0", "2.0.0", "2.1.0"
-AGENTS = 4
-# The device judges a new model over a short window with traffic; no latency bound (a loaded
-# CI machine makes p95 ratios noisy; the latency gate has its own scenario).
-HEALTH = {"window_s": 1.0, "min_requests": 5, "max_error_rate": 0.05, "max_latency_ratio": None}
-GATES: dict[str, Any] = {
-    "success": [
-        {"kind": "installed", "min_fraction": 1.0},
-        {"kind": "error_rate", "max": 0.05},
-    ],
-    "abort": [{"kind": "failed_fraction", "min": 0.5}],
-}
 
-
-@dataclass
-class Agent:
-    device_id: str
-    url: str
-    process: Process
-
-    def serving(self) -> str | None:
-        version = (try_json(f"{self.url}/v1/health") or {}).get("version")
-        return None if version is None else str(version)
-
-
-@dataclass
-class Server:
-    url: str
-    token: str
-    process: Process
-    work: Path
-    public_key: Path
-
-
-@dataclass
-class Fleet:
-    """The server and this test's own agents, labelled ``cohort=<name>``, in one cohort."""
-
-    url: str
-    token: str
-    server: Process
-    cohort: str
-    agents: list[Agent] = field(default_factory=list)
-
-    @property
-    def processes(self) -> tuple[Process, ...]:
-        return (self.server, *(agent.process for agent in self.agents))
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        status, reply = http_json(method, f"{self.url}/api/v1{path}", token=self.token, body=body)
-        assert 200 <= status < 300, f"{method} {path}: {status} {reply}"
-        return reply
-
-    def device(self, device_id: str) -> dict[str, Any]:
-        return dict(self.api("GET", f"/devices/{device_id}"))
-
-    def rollout(self, rollout_id: int) -> dict[str, Any]:
-        return dict(self.api("GET", f"/rollouts/{rollout_id}?devices=true"))
-
-    def start_rollout(self, version: str, strategy: dict[str, Any], health: Any) -> int:
-        body = {
-            "cohort": self.cohort,
-            "model": MODEL,
-            "version": version,
-            "strategy": strategy,
-            "health": health,
-        }
-        return int(self.api("POST", "/rollouts", body)["id"])
-
-    def wait_rollout(self, rollout_id: int, status: str, timeout: float) -> dict[str, Any]:
-        def reached() -> bool:
-            return bool(self.rollout(rollout_id)["status"] == status)
-
-        try:
-            wait_until(reached, timeout, f"rollout {rollout_id} to be {status}", self.processes)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nlast view: {self.rollout(rollout_id)}") from None
-        return self.rollout(rollout_id)
-
-    def reported(self) -> dict[str, str | None]:
-        return {a.device_id: self.device(a.device_id)["reported_version"] for a in self.agents}
-
-    def converge(self, version: str) -> None:
-        """Bring every agent to ``version`` with an all-at-once rollout (no window)."""
-        strategy = {"kind": "all_at_once", "bake_s": 0, "timeout_s": 30, "gates": GATES}
-        rollout_id = self.start_rollout(version, strategy, {"window_s": 0})
-        self.wait_rollout(rollout_id, "succeeded", 45)
-        wait_until(
-            lambda: all(a.serving() == version for a in self.agents),
-            20,
-            f"every agent to serve {version}",
-            self.processes,
-        )
-
-
-class Traffic:
-    """Posts predictions to every agent's local API in a background thread."""
-
-    def __init__(self, agents: list[Agent], examples: np.ndarray) -> None:
-        self.agents = agents
-        self.examples = examples
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        index = 0
-        while not self._stop.is_set():
-            for agent in self.agents:
-                example = self.examples[index % len(self.examples)]
-                try:
-                    http_json("POST", f"{agent.url}/v1/predict", body={"input": example.tolist()})
-                    self.sent += 1
-                except OSError:  # the agent is swapping models or briefly busy
-                    pass
-                index += 1
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-
-
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
-    work = tmp_path_factory.mktemp("rollout-bundles")
-    private, public = generate_key_pair(work, "rollouts")
-    key = load_signing_key(private)
-    tars = {
-        OLD: build_bundle(work, key, name=MODEL, version=OLD, weights_version=1).tar,
-        NEW: build_bundle(work, key, name=MODEL, version=NEW, weights_version=2).tar,
-        BAD: build_bundle(work, key, name=MODEL, version=BAD, weights_version=2, trap="nan").tar,
-    }
-    return public, tars
-
-
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory,
-    mosquitto: Mosquitto,
-    bundles: tuple[Path, dict[str, Path]],
-) -> Iterator[Server]:
-    public, tars = bundles
-    work = tmp_path_factory.mktemp("rollout-fleet")
-    port, token = free_port(), secrets.token_urlsafe(16)
-    process = Process(
-        "server",
-        [
-            "fleet", "serve", "--port", str(port), "--data-dir", str(work / "server"),
-            "--mqtt", mosquitto.url, "--admin-token", token,
-            "--trusted-key", str(public), "--executor-interval", "0.2",
-        ],
-        work / "server.log",
-    ).start()  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: try_json(f"{url}/api/v1/info") is not None, 60, "server", (process,))
-        for tar in tars.values():
-            status, reply = http_json(
-                "POST", f"{url}/api/v1/models", token=token, raw=tar.read_bytes()
-            )
-            assert status == 201, reply
-        yield Server(url, token, process, work, public)
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-def fleet(server: Server) -> Iterator[Fleet]:
-    """Fresh agents per test (a device never downgrades without an explicit rollback), all
-    serving 1.0.0, in a cohort of their own."""
-    cohort = f"c{secrets.token_hex(4)}"
-    fleet = Fleet(server.url, server.token, server.process, cohort)
-    try:
-        for n in range(AGENTS):
-            fleet.agents.append(start_agent(fleet, server, f"{cohort}-{n}"))
-        client = ("--server", fleet.url, "--token", fleet.token)
-        created = run_cli(
-            "cohort", "create", cohort, "--select", f"cohort={cohort}", "--json", *client
-        )
-        assert len(json.loads(created.stdout)["devices"]) == AGENTS
-        wait_until(
-            lambda: all(fleet.device(a.device_id)["online"] for a in fleet.agents),
-            60,
-            "every agent online",
-            fleet.processes,
-        )
-        fleet.converge(OLD)
-        yield fleet
-    finally:
-        for agent in fleet.agents:
-            agent.process.stop()
-
-
-def start_agent(fleet: Fleet, server: Server, device_id: str) -> Agent:
-    registered = fleet.api(
-        "POST",
-        "/devices",
-        {"device_id": device_id, "profile": PROFILE, "labels": {"cohort": fleet.cohort}},
-    )
-    work, public = server.work, server.public_key
-    listen = f"127.0.0.1:{free_port()}"
-    process = Process(
-        f"agent-{device_id}",
-        [
-            "agent", "run", "--server", fleet.url, "--device-id", device_id,
-            "--token", registered["token"], "--profile", PROFILE,
-            "--data-dir", str(work / device_id), "--listen", listen,
-            "--trusted-key", str(public), "--telemetry-interval", "0.3",
-        ],
-        work / f"{device_id}.log",
-        device_like=True,
-    ).start()  # fmt: skip
-    return Agent(device_id, f"http://{listen}", process)
-
-
-def canary(*waves: dict[str, Any]) -> dict[str, Any]:
-    steps = [{"size": size, "bake_s": 1.0, "timeout_s": 30.0} for size in waves]
-    return {"kind": "canary", "waves": steps, "gates": GATES}
-
-
-def wave_devices(view: dict[str, Any], index: int) -> set[str]:
-    return {d["device_id"] for d in view["devices"] if d["wave"] == index}
-
-
-def examples(*, negative: bool) -> np.ndarray:
-    rng = np.random.default_rng(11)
-    low, high = (-1.0, 0.0) if negative else (0.0, 1.0)
-    return rng.uniform(low, high, size=(32, 4)).astype(np.float32)
-
-
-def test_healthy_canary_waves_promote_by_themselves(fleet: Fleet) -> None:
+def test_healthy_canary_waves_promote_by_themselves(fleet: Fleet, server: Server) -> None:
     with Traffic(fleet.agents, examples(negative=True)) as traffic:
         rollout_id = fleet.start_rollout(
             NEW, canary({"kind": "count", "value": 1}, {"kind": "percent", "value": 100}), HEALTH
@@ -287,6 +65,70 @@ def test_healthy_canary_waves_promote_by_themselves(fleet: Fleet) -> None:
         assert agent.serving() == NEW
         assert f"(tiny {NEW}): validating" in agent.process.output()
         assert f"validated tiny {NEW}" in agent.process.output()
+    assert fleet.api("GET", f"/cohorts/{fleet.cohort}")["current_version"] == NEW
+    # A device that joins the cohort afterwards gets its version (not through the rollout).
+    late = start_agent(fleet, server, f"{fleet.cohort}-late")
+    fleet.agents.append(late)
+    wait_until(lambda: late.serving() == NEW, 60, "the late device to serve 2.0.0", fleet.processes)
+
+    # A rollout that succeeded can still be taken back: its devices return to 1.0.0, and the
+    # cohort's version with them, so the late device is taken back too (an explicit rollback:
+    # an agent accepts no other downgrade).
+    run_cli("rollout", "rollback", str(rollout_id), "--server", fleet.url, "--token", fleet.token)
+    view = fleet.wait_rollout(rollout_id, "rolled_back", 60)
+    assert view["counts"] == {"rolled_back": AGENTS}
+    assert fleet.api("GET", f"/cohorts/{fleet.cohort}")["current_version"] == OLD
+    wait_until(
+        lambda: all(a.serving() == OLD for a in fleet.agents),
+        30,
+        "every agent back on 1.0.0",
+        fleet.processes,
+    )
+    for agent in fleet.agents:
+        reported = fleet.device(agent.device_id)
+        assert (reported["reported_version"], reported["desired_version"]) == (OLD, OLD)
+
+
+def test_an_aborted_rollout_stops_where_it_is_and_shows_what_devices_really_did(
+    fleet: Fleet,
+) -> None:
+    strategy = canary(
+        {"kind": "count", "value": 1},
+        {"kind": "count", "value": 2},
+        {"kind": "percent", "value": 100},
+    )
+    strategy["waves"][1]["bake_s"] = 30.0  # the abort comes while the second wave runs
+    with Traffic(fleet.agents, examples(negative=True)):
+        rollout_id = fleet.start_rollout(NEW, strategy, HEALTH)
+        wait_until(
+            lambda: fleet.rollout(rollout_id)["waves"][1]["status"] != "pending",
+            60,
+            "the second wave to start",
+            fleet.processes,
+        )
+        run_cli("rollout", "abort", str(rollout_id), "--server", fleet.url, "--token", fleet.token)
+        view = fleet.rollout(rollout_id)
+        told = wave_devices(view, 0) | wave_devices(view, 1)
+        # The devices already told keep 2.0.0 (their outcome is recorded when they report);
+        # the others are never told.
+        wait_until(
+            lambda: fleet.rollout(rollout_id)["counts"] == {"succeeded": 2},
+            60,
+            "the second wave's devices to be recorded as they commit",
+            fleet.processes,
+        )
+        time.sleep(2.0)  # a few cohort reconciliations (every second): nobody is dragged back
+        view = fleet.rollout(rollout_id)
+
+    assert view["status"] == "aborted"
+    assert [w["status"] for w in view["waves"]] == ["succeeded", "cancelled", "cancelled"]
+    assert len(told) == 2 and wave_devices(view, 2) == set()
+    for agent in fleet.agents:
+        reported = fleet.device(agent.device_id)
+        version = NEW if agent.device_id in told else OLD
+        assert agent.serving() == version
+        assert (reported["reported_version"], reported["desired_version"]) == (version, version)
+        assert reported["deployment_phase"] == "committed", reported
 
 
 def test_a_nan_model_aborts_at_the_first_wave_and_later_waves_never_get_it(
@@ -351,3 +193,121 @@ def test_a_nan_model_aborts_at_the_first_wave_and_later_waves_never_get_it(
         assert BAD not in reported["deployment_detail"]
         assert agent.serving() == OLD
         assert BAD not in agent.process.output()
+
+
+def test_a_three_times_slower_model_is_stopped_by_the_latency_gate(server: Server) -> None:
+    fleet = new_fleet(server, model=HEAVY, version=HEAVY_OLD)
+    try:
+        gates = {
+            "success": [
+                {"kind": "installed", "min_fraction": 1.0},
+                {"kind": "latency_ratio", "max": 1.5},
+            ],
+            "abort": [{"kind": "failed_fraction", "min": 0.5}],
+        }
+        strategy = {
+            "kind": "canary",
+            "waves": [
+                {"size": {"kind": "count", "value": 1}, "bake_s": 3.0, "timeout_s": 30.0},
+                {"size": {"kind": "percent", "value": 100}, "bake_s": 1.0, "timeout_s": 30.0},
+            ],
+            "gates": gates,
+        }
+        with Traffic(fleet.agents, examples(negative=False)) as traffic:
+            # The baseline: the current version's latency on these devices before the rollout.
+            wait_until(lambda: traffic.sent >= 40 * AGENTS, 60, "baseline traffic")
+            time.sleep(1.0)  # a few telemetry windows (0.3 s each) reach the server
+            # The device does not judge latency here: the server's gate must stop it.
+            rollout_id = fleet.start_rollout(HEAVY_SLOW, strategy, HEALTH, model=HEAVY)
+            view = fleet.wait_rollout(rollout_id, "rolled_back", 90)
+        (first,) = wave_devices(view, 0)
+        by_id = {agent.device_id: agent for agent in fleet.agents}
+        wait_until(lambda: by_id[first].serving() == HEAVY_OLD, 20, "the canary to roll back")
+    finally:
+        stop_fleet(fleet)
+
+    first_wave = view["waves"][0]
+    assert [w["status"] for w in view["waves"]] == ["failed", "cancelled"]
+    gates_seen = {g["gate"]: g for g in first_wave["gates"]}
+    latency = gates_seen["latency_ratio"]
+    assert not latency["ok"] and latency["value"] > 1.5, first_wave
+    assert gates_seen["installed"]["ok"], first_wave  # it installed fine: only latency stops it
+    metrics = first_wave["metrics"]
+    assert metrics["p95_ms"] > metrics["baseline_p95_ms"] > 0, metrics
+    assert wave_devices(view, 1) == set()
+    for agent in fleet.agents:
+        if agent.device_id != first:
+            assert HEAVY_SLOW not in agent.process.output()
+
+
+def shadow_then_promote(min_agreement: float) -> dict[str, Any]:
+    return {
+        "kind": "shadow_then_promote",
+        "shadow": {"size": {"kind": "percent", "value": 50}, "bake_s": 1.5, "timeout_s": 30.0},
+        "sample_rate": 1.0,
+        "min_agreement": min_agreement,
+        "promote": [{"size": {"kind": "percent", "value": 100}, "bake_s": 0.5, "timeout_s": 30.0}],
+        "gates": GATES,
+    }
+
+
+def test_shadow_then_promote_promotes_a_candidate_that_agrees(fleet: Fleet) -> None:
+    with Traffic(fleet.agents, examples(mixed=True)):
+        rollout_id = fleet.start_rollout(AGREEING, shadow_then_promote(0.9), HEALTH)
+        view = fleet.wait_rollout(rollout_id, "succeeded", 60)
+
+    shadow_wave, promote_wave = view["waves"]
+    assert shadow_wave["shadow"] and shadow_wave["status"] == "succeeded"
+    agreement = {g["gate"]: g for g in shadow_wave["gates"]}["shadow_agreement"]
+    assert agreement["ok"] and agreement["value"] == 1.0, shadow_wave
+    assert shadow_wave["metrics"]["shadow_compared"] > 0
+    assert len(wave_devices(view, 0)) == AGENTS // 2
+    assert promote_wave["status"] == "succeeded" and len(wave_devices(view, 1)) == AGENTS
+    assert view["counts"] == {"succeeded": AGENTS}
+    for agent in fleet.agents:
+        reported = fleet.device(agent.device_id)
+        assert (reported["reported_version"], reported["deployment_phase"]) == (
+            AGREEING,
+            "committed",
+        )
+        assert agent.serving() == AGREEING
+
+
+def test_shadow_then_promote_stops_a_candidate_that_disagrees(
+    fleet: Fleet, mosquitto: Mosquitto
+) -> None:
+    with ExitStack() as stack:
+        listeners = {
+            a.device_id: stack.enter_context(FleetSide(mosquitto.url, a.device_id, auto_ack=False))
+            for a in fleet.agents
+        }
+        with Traffic(fleet.agents, examples(mixed=True)):
+            rollout_id = fleet.start_rollout(DISAGREEING, shadow_then_promote(0.9), HEALTH)
+            view = fleet.wait_rollout(rollout_id, "rolled_back", 60)
+            shadowed = wave_devices(view, 0)
+            wait_until(
+                lambda: all(fleet.device(d)["deployment_phase"] == "committed" for d in shadowed),
+                20,
+                "the shadowed devices to drop the candidate",
+                fleet.processes,
+            )
+            time.sleep(1.0)  # telemetry after the shadow is gone
+        telemetry = {d: listener.of("telemetry") for d, listener in listeners.items()}
+
+    shadow_wave = view["waves"][0]
+    assert [w["status"] for w in view["waves"]] == ["failed", "cancelled"]
+    agreement = {g["gate"]: g for g in shadow_wave["gates"]}["shadow_agreement"]
+    assert not agreement["ok"] and agreement["value"] < 0.9, shadow_wave
+    assert shadow_wave["metrics"]["shadow_compared"] > 0
+    assert len(shadowed) == AGENTS // 2 and wave_devices(view, 1) == set()
+    for agent in fleet.agents:
+        reported = fleet.device(agent.device_id)
+        assert (reported["reported_version"], reported["desired_version"]) == (OLD, OLD)
+        assert agent.serving() == OLD  # the candidate was never installed anywhere
+        windows = telemetry[agent.device_id]
+        assert all(t.active_version == OLD for t in windows)
+        if agent.device_id in shadowed:  # it ran in shadow, and no longer does
+            assert any(t.shadow is not None and t.shadow.version == DISAGREEING for t in windows)
+            assert windows[-1].shadow is None, windows[-1]
+        else:
+            assert all(t.shadow is None for t in windows)

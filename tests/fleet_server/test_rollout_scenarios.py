@@ -26,7 +26,7 @@ GATES: dict[str, Any] = {
         {"kind": "installed", "min_fraction": 0.7},
         {"kind": "error_rate", "max": 0.05},
         {"kind": "latency_ratio", "max": 1.5},
-        {"kind": "drift", "max": 3.0},
+        {"kind": "drift", "max": 0.25},  # PSI: above 0.25 is a major shift
     ],
     "abort": [{"kind": "failed_fraction", "min": 0.5}],
 }
@@ -135,6 +135,63 @@ def test_three_times_the_latency_is_stopped_by_the_latency_gate(fleet: Fleet) ->
         assert not gates["latency_ratio"]["ok"]
         assert gates["latency_ratio"]["value"] == pytest.approx(3.0)
         assert gates["error_rate"]["ok"] and gates["installed"]["ok"]
+
+
+@pytest.mark.parametrize(("output_mean", "outcome"), [(0.52, "succeeded"), (0.8, "rolled_back")])
+def test_the_drift_gate_holds_outputs_that_moved_against_the_previous_version(
+    fleet: Fleet, output_mean: float, outcome: str
+) -> None:
+    """The previous version's outputs are ~N(0.5, 0.1): a fifth of a std off passes, three
+    stds off is a major PSI shift and rolls back at the first wave."""
+    with sim_fleet(fleet) as sims:
+        prepared(sims, 5, VersionBehaviour(output_mean=output_mean))
+        rollout_id = sims.start_rollout(NEW, canary(20, 100))
+        view = sims.wait_rollout(rollout_id, outcome)
+        drift = {g["gate"]: g for g in view["waves"][0]["gates"]}["drift"]
+        assert drift["threshold"] == 0.25
+        if outcome == "succeeded":
+            assert drift["ok"] and drift["value"] < 0.1
+        else:
+            assert not drift["ok"] and drift["value"] > 1.0
+            assert [w["status"] for w in view["waves"]] == ["failed", "cancelled"]
+        assert drift["detail"] == f"largest PSI of any feature {drift['value']:.3f}"
+
+
+def test_a_waves_gates_judge_only_that_waves_devices(fleet: Fleet) -> None:
+    """Wave 2 of 2 + 4 devices: its 4 new devices err at 30% on the new version, wave 1's stay
+    clean. Pooled over all 6 the error rate would be 20% and pass the 25% gate; judged on the
+    wave's own devices it is 30% and the wave fails."""
+    with sim_fleet(fleet) as sims:
+        prepared(sims, 6, VersionBehaviour())
+        pause_after = {**GATES, "on_success": "pause"}
+        strategy = {
+            "kind": "canary",
+            "waves": [
+                {"size": {"kind": "count", "value": 2}, **FAST, "gates": pause_after},
+                {"size": {"kind": "percent", "value": 100}, **FAST},
+            ],
+            "gates": {**GATES, "success": [{"kind": "error_rate", "max": 0.25}]},
+        }
+        rollout_id = sims.start_rollout(NEW, strategy)
+        view = sims.wait_rollout(rollout_id, "paused")
+        first = wave_devices(view, 0)
+        assert len(first) == 2 and view["waves"][0]["status"] == "succeeded"
+        erring = Behaviour(
+            versions={OLD: VersionBehaviour(), NEW: VersionBehaviour(error_rate=0.3)}
+        )
+        for device_id, device in sims.devices.items():
+            if device_id not in first:
+                device.behaviour = erring
+        resumed = fleet.http.post(f"/rollouts/{rollout_id}/resume", headers=fleet.auth)
+        assert resumed.status_code == 200, resumed.text
+
+        view = sims.wait_rollout(rollout_id, "rolled_back")
+        second = view["waves"][1]
+        assert second["status"] == "failed"
+        assert second["metrics"]["requests"] > 0
+        assert second["metrics"]["errors"] / second["metrics"]["requests"] == pytest.approx(0.3)
+        assert wave_devices(view, 1) == set(sims.devices) - first
+        sims.wait_running(OLD, list(sims.devices))
 
 
 @pytest.mark.parametrize(("agreement", "outcome"), [(0.97, "succeeded"), (0.6, "rolled_back")])

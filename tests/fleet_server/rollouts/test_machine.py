@@ -27,7 +27,7 @@ MACHINES = [
         RolloutStatus,
         RolloutEvent,
         RolloutStatus.AWAITING_APPROVAL,
-        {RolloutStatus.SUCCEEDED, RolloutStatus.ABORTED, RolloutStatus.ROLLED_BACK},
+        {RolloutStatus.ABORTED, RolloutStatus.ROLLED_BACK},
     ),
     (
         "wave",
@@ -83,4 +83,8 @@ def test_an_illegal_move_names_the_current_state_and_what_is_allowed() -> None:
         "rollout is paused: cannot pause (allowed: abort, resume, roll_back)"
     )
     with pytest.raises(IllegalTransitionError, match="none: it is final"):
-        advance("rollout", ROLLOUT_TABLE, RolloutStatus.SUCCEEDED, RolloutEvent.ROLL_BACK)
+        advance("rollout", ROLLOUT_TABLE, RolloutStatus.ROLLED_BACK, RolloutEvent.ROLL_BACK)
+    # a succeeded rollout can still be rolled back, and only that
+    assert ROLLOUT_TABLE[RolloutStatus.SUCCEEDED] == {
+        RolloutEvent.ROLL_BACK: RolloutStatus.ROLLING_BACK
+    }

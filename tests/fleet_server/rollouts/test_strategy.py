@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from fleet_server.rollouts.metrics import WaveMetrics, drift_score, summarize
+from edge_agent.sketches import SketchSet
+from fleet_server.rollouts.metrics import (
+    PSI_FLOOR,
+    WaveMetrics,
+    drift_by_feature,
+    drift_score,
+    psi,
+    summarize,
+)
 from fleet_server.rollouts.strategy import (
     Canary,
     Count,
@@ -95,13 +107,116 @@ def _telemetry(mean: float, p95: float, requests: int = 10) -> dict[str, object]
     }
 
 
-def test_summaries_merge_windows_and_drift_is_the_standardized_mean_shift() -> None:
+def test_summaries_merge_windows() -> None:
     old = summarize([_telemetry(0.5, 2.0), _telemetry(0.5, 4.0, 30)])
     assert old.requests == 40 and old.errors == 2
     assert old.p95_ms == pytest.approx((2.0 * 10 + 4.0 * 30) / 40)
-    new = summarize([_telemetry(1.0, 3.0)])
-    assert drift_score(new, old) == pytest.approx(0.5 / 0.5)  # std of old = sqrt(0.25)
-    assert drift_score(new, summarize([])) is None
+    assert old.sketches is not None
+    assert old.sketches["output[0]"].count == 40
+    assert old.sketches["output[0]"].std == pytest.approx(0.5)
+    assert drift_score(summarize([_telemetry(1.0, 3.0)]), summarize([])) is None
+
+
+def test_psi_is_the_textbook_sum() -> None:
+    assert psi([50, 50], [50, 50]) == 0.0
+    expected = 0.4 * math.log(0.9 / 0.5) + (-0.4) * math.log(0.1 / 0.5)
+    assert psi([50, 50], [90, 10]) == pytest.approx(expected)
+    assert psi([100, 0], [50, 50]) == pytest.approx(
+        (0.5 - 1.0) * math.log(0.5 / 1.0) + (0.5 - PSI_FLOOR) * math.log(0.5 / PSI_FLOOR)
+    )  # an empty bin is floored, not infinite
+    with pytest.raises(ValueError, match="same bins"):
+        psi([1, 2], [1, 2, 3])
+
+
+def _agent_windows(rng: np.random.Generator, shift: float, n: int = 5) -> list[dict[str, Any]]:
+    """Telemetry payloads whose sketches come from the agent's own SketchSet: 3 input
+    features ~ N(0, 1), the second shifted by ``shift``; outputs ~ N(0.5, 0.2)."""
+    payloads = []
+    for _ in range(n):
+        inputs, outputs = SketchSet(max_features=3), SketchSet(max_features=1)
+        x = rng.normal(0.0, 1.0, size=(400, 3))
+        x[:, 1] += shift
+        inputs.add(x)
+        outputs.add(rng.normal(0.5, 0.2, size=(400, 1)))
+        payloads.append(
+            {
+                "requests": 400,
+                "input_sketches": [s.model_dump(mode="json") for s in inputs.sketches()],
+                "output_sketches": [s.model_dump(mode="json") for s in outputs.sketches()],
+            }
+        )
+    return payloads
+
+
+def test_drift_is_the_largest_psi_over_the_agents_histograms() -> None:
+    rng = np.random.default_rng(7)
+    old = summarize(_agent_windows(rng, 0.0))
+    same = summarize(_agent_windows(rng, 0.0))
+    moved = summarize(_agent_windows(rng, 1.0))
+    assert old.sketches is not None and old.sketches["input[1]"].histogram is not None
+    assert old.sketches["input[1]"].count == 2000  # 5 windows merged
+
+    matching = drift_by_feature(same, old)
+    assert sorted(matching) == ["input[0]", "input[1]", "input[2]", "output[0]"]
+    assert max(matching.values()) < 0.02
+    differing = drift_by_feature(moved, old)
+    assert differing["input[1]"] > 0.25  # a major shift, on the one feature that moved
+    assert max(v for k, v in differing.items() if k != "input[1]") < 0.02
+    assert drift_score(moved, old) == differing["input[1]"]
+
+    gate = MaxDrift(max=0.1)
+    assert gate.check(WaveMetrics(drift=drift_score(same, old))).ok
+    refused = gate.check(WaveMetrics(drift=drift_score(moved, old)))
+    assert not refused.ok and refused.detail == f"largest PSI of any feature {refused.value:.3f}"
+    assert gate.check(WaveMetrics(drift=None)).ok  # nothing sketched: nothing to hold against
+
+
+def _sketched(values: np.ndarray) -> Any:
+    sketches = SketchSet(max_features=1)
+    sketches.add(values.reshape(-1, 1))
+    return summarize(
+        [{"output_sketches": [s.model_dump(mode="json") for s in sketches.sketches()]}]
+    )
+
+
+def test_deciles_see_a_shift_inside_one_wide_bucket() -> None:
+    rng = np.random.default_rng(11)
+    old = _sketched(rng.normal(0.55, 0.04, 4000))  # all of it in the agent's (0.3, 1] bucket
+    moved = _sketched(rng.normal(0.75, 0.04, 4000))
+    old_hist, new_hist = old.sketches["output[0]"].histogram, moved.sketches["output[0]"].histogram
+    assert psi(old_hist[1], new_hist[1]) < 0.01  # the buckets alone are blind to it
+    assert drift_by_feature(moved, old)["output[0]"] > 1.0
+
+
+def test_buckets_see_a_change_of_shape_with_the_same_moments() -> None:
+    rng = np.random.default_rng(5)
+    old = _sketched(rng.normal(0.0, 1.0, 4000))
+    modes = rng.choice([-0.95, 0.95], 4000) + rng.normal(0.0, 0.3, 4000)  # mean 0, std ~1
+    two_modes = _sketched(modes)
+    assert two_modes.sketches["output[0]"].std == pytest.approx(1.0, abs=0.05)
+    assert drift_by_feature(two_modes, old)["output[0]"] > 0.25
+
+
+def test_without_histograms_psi_bins_the_baselines_deciles_of_a_normal() -> None:
+    old = summarize([_telemetry(0.5, 2.0, 1000)])  # std 0.5, no histogram
+    assert old.sketches is not None and old.sketches["output[0]"].histogram is None
+    assert drift_score(summarize([_telemetry(0.5, 2.0, 1000)]), old) == pytest.approx(0.0)
+    moved = drift_score(summarize([_telemetry(1.0, 2.0, 1000)]), old)  # one std up
+    assert moved is not None and moved > 0.25
+    small = drift_score(summarize([_telemetry(0.55, 2.0, 1000)]), old)  # a tenth of a std
+    assert small is not None and small < 0.02
+
+
+def test_histograms_with_other_bounds_fall_back_to_the_normal_binning() -> None:
+    rng = np.random.default_rng(3)
+    old = summarize(_agent_windows(rng, 0.0))
+    other = SketchSet(max_features=3, bounds=(-1.0, 0.0, 1.0))
+    x = rng.normal(0.0, 1.0, size=(2000, 3))
+    x[:, 1] += 1.0
+    other.add(x)
+    new = summarize([{"input_sketches": [s.model_dump(mode="json") for s in other.sketches()]}])
+    scores = drift_by_feature(new, old)
+    assert scores["input[1]"] > 0.25 and scores["input[0]"] < 0.02
 
 
 def test_latency_histograms_give_the_p95_bucket() -> None:
