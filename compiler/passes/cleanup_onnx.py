@@ -17,6 +17,10 @@ from compiler.passes.onnx_tools import model_errors
 
 log = logging.getLogger(__name__)
 
+# What onnxruntime's symbolic shape inference dumps into the working directory when it fails;
+# removed again so a compile leaves nothing in the user's directory.
+_DEBUG_DUMPS = (Path("sym_shape_infer_temp.onnx"), Path("sym_shape_infer_temp.onnx.data"))
+
 
 class CleanupConfig(PassConfig):
     optimize: bool = True
@@ -39,6 +43,7 @@ class CleanupOnnx(Pass[CleanupConfig]):
         config = self.config
         attempts = [True] if config.skip_symbolic_shape else [False, True]
         for skip in attempts:
+            strays = [path for path in _DEBUG_DUMPS if not path.exists()]
             try:
                 quant_pre_process(
                     source.file,
@@ -51,6 +56,9 @@ class CleanupOnnx(Pass[CleanupConfig]):
                     raise
                 log.info("quant_pre_process(skip_symbolic_shape=%s) failed: %s", skip, exc)
                 continue
+            finally:
+                for path in strays:
+                    path.unlink(missing_ok=True)
             return config.model_copy(update={"skip_symbolic_shape": skip, "applied": True})
         log.warning("graph clean-up failed; the model goes on unchanged")
         shutil.copyfile(source.file, out)
