@@ -1,7 +1,7 @@
 """Run a ``.tflite`` model on the host with the LiteRT interpreter, as the device would.
 
 :class:`LiteRtModel` answers the same calls as :class:`compiler.runner.HostModel` (the
-:class:`compiler.runner.Runner` protocol), so a TFLite artifact is searched, measured and
+:class:`compiler.runner.Runner` base), so a TFLite artifact is searched, measured and
 packaged like an ONNX one. The model's tensors may be exposed under the float reference's
 input and output names (matched in order), so outputs compare name by name. int8 inputs and
 outputs (full-int8 models) are quantized and dequantized with the tensor's own scale and zero
@@ -11,8 +11,6 @@ last one padded. The interpreter runs one thread, like the onnxruntime host sess
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from compiler.data import Feed, FloatArray, Samples
-from compiler.runner import HOST_THREADS, Outputs
+from compiler.runner import HOST_THREADS, Outputs, Runner
 
 
-class LiteRtModel:
+class LiteRtModel(Runner):
     """A prepared TFLite model (static batch) on the host CPU."""
 
     def __init__(
@@ -49,11 +47,6 @@ class LiteRtModel:
         self._chunk = int(inputs[0]["shape"][0]) if len(inputs[0]["shape"]) else 1
         self.dynamic_batch = False
 
-    def samples(self, x: FloatArray | Samples) -> Samples:
-        if isinstance(x, Samples):
-            return x
-        return Samples.single(self.input_name, x, dynamic=False)
-
     def run_all(self, x: FloatArray | Samples) -> Outputs:
         """Every output for every sample, in chunks of the static batch."""
         samples = self.samples(x)
@@ -64,30 +57,6 @@ class LiteRtModel:
             for i in range(0, len(samples), self._chunk)
         ]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
-
-    def run_each_all(self, x: FloatArray | Samples) -> Outputs:
-        samples = self.samples(x)
-        parts = [self.run_feed(samples.one(i)) for i in range(len(samples))]
-        join = np.concatenate if all(samples.batched.values()) else np.stack
-        return {name: join([p[name] for p in parts]) for name in self.output_names}
-
-    def run(self, x: FloatArray | Samples) -> FloatArray:
-        return self.run_all(x)[self.output_names[0]]
-
-    def run_each(self, x: FloatArray | Samples) -> FloatArray:
-        return self.run_each_all(x)[self.output_names[0]]
-
-    def latency_ms(self, x: FloatArray | Samples, *, warmup: int = 10, runs: int = 50) -> float:
-        """Median wall time of one batch-1 run on the first sample, in milliseconds."""
-        one = self.samples(x).one(0)
-        for _ in range(warmup):
-            self.run_feed(one)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self.run_feed(one)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1000.0
 
     @property
     def input_dtype(self) -> np.dtype[Any]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,78 +27,30 @@ CHUNK = 256
 Outputs = dict[str, FloatArray]
 
 
-class Runner(Protocol):
-    """What the search, the golden samples and packaging call on an artifact run on the host:
+class Runner(ABC):
+    """An artifact run on the host, as the search, the golden samples and packaging call it:
     :class:`HostModel` (ONNX, onnxruntime) and :class:`compiler.litert_host.LiteRtModel`
-    (TFLite, LiteRT) both answer it."""
+    (TFLite, LiteRT). Subclasses run one feed and all samples; the rest is shared."""
 
     path: Path
     input_name: str
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    dynamic_batch: bool
 
-    def samples(self, x: FloatArray | Samples) -> Samples: ...
+    @abstractmethod
+    def run_feed(self, feed: Feed) -> Outputs:
+        """Every output for one feed (one array per input name)."""
 
-    def run_all(self, x: FloatArray | Samples) -> Outputs: ...
-
-    def run_each_all(self, x: FloatArray | Samples) -> Outputs: ...
-
-    def run(self, x: FloatArray | Samples) -> FloatArray: ...
-
-    def run_each(self, x: FloatArray | Samples) -> FloatArray: ...
-
-    def latency_ms(self, x: FloatArray | Samples, *, warmup: int = 10, runs: int = 50) -> float: ...
-
-    def run_feed(self, feed: Feed) -> Outputs: ...
-
-
-def host_for(path: Path, like: Runner | None = None) -> Runner:
-    """The host runner for an artifact file: LiteRT for ``.tflite``, onnxruntime otherwise.
-    ``like`` (the float reference) lends its input and output names to a TFLite model, whose
-    tensors are matched to them in order, so outputs compare name by name."""
-    if path.suffix == ".tflite":
-        from compiler.litert_host import LiteRtModel
-
-        if like is None:
-            return LiteRtModel(path)
-        return LiteRtModel(path, like.input_names, like.output_names)
-    return HostModel(path)
-
-
-class HostModel:
-    """A prepared ONNX model on the host CPU."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = HOST_THREADS
-        options.inter_op_num_threads = 1
-        self.path = path
-        self._session: onnxruntime.InferenceSession = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-        first = self._session.get_inputs()[0]
-        self.input_name: str = first.name
-        self.input_names: tuple[str, ...] = tuple(i.name for i in self._session.get_inputs())
-        self.output_names: tuple[str, ...] = tuple(o.name for o in self._session.get_outputs())
-        self.dynamic_batch = bool(first.shape) and not isinstance(first.shape[0], int)
+    @abstractmethod
+    def run_all(self, x: FloatArray | Samples) -> Outputs:
+        """Every output for every sample."""
 
     def samples(self, x: FloatArray | Samples) -> Samples:
         """``x`` itself, or a bare array as the samples of the first input."""
         if isinstance(x, Samples):
             return x
         return Samples.single(self.input_name, x, dynamic=self.dynamic_batch)
-
-    def run_all(self, x: FloatArray | Samples) -> Outputs:
-        """Every output for every sample, in batches when the model allows, else one by one."""
-        samples = self.samples(x)
-        if samples.dynamic:
-            parts = [
-                self.run_feed(samples.chunk(i, i + CHUNK)) for i in range(0, len(samples), CHUNK)
-            ]
-            return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
-        return self.run_each_all(samples)
 
     def run_each_all(self, x: FloatArray | Samples) -> Outputs:
         """Every output computed one sample at a time (batch 1): concatenated along the batch
@@ -126,6 +79,49 @@ class HostModel:
             self.run_feed(one)
             times.append(time.perf_counter() - start)
         return statistics.median(times) * 1000.0
+
+
+def host_for(path: Path, like: Runner | None = None) -> Runner:
+    """The host runner for an artifact file: LiteRT for ``.tflite``, onnxruntime otherwise.
+    ``like`` (the float reference) lends its input and output names to a TFLite model, whose
+    tensors are matched to them in order, so outputs compare name by name."""
+    if path.suffix == ".tflite":
+        from compiler.litert_host import LiteRtModel
+
+        if like is None:
+            return LiteRtModel(path)
+        return LiteRtModel(path, like.input_names, like.output_names)
+    return HostModel(path)
+
+
+class HostModel(Runner):
+    """A prepared ONNX model on the host CPU."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = HOST_THREADS
+        options.inter_op_num_threads = 1
+        self.path = path
+        self._session: onnxruntime.InferenceSession = ort.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        first = self._session.get_inputs()[0]
+        self.input_name: str = first.name
+        self.input_names: tuple[str, ...] = tuple(i.name for i in self._session.get_inputs())
+        self.output_names: tuple[str, ...] = tuple(o.name for o in self._session.get_outputs())
+        self.dynamic_batch = bool(first.shape) and not isinstance(first.shape[0], int)
+
+    def run_all(self, x: FloatArray | Samples) -> Outputs:
+        """Every output for every sample, in batches when the model allows, else one by one."""
+        samples = self.samples(x)
+        if samples.dynamic:
+            parts = [
+                self.run_feed(samples.chunk(i, i + CHUNK)) for i in range(0, len(samples), CHUNK)
+            ]
+            return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
+        return self.run_each_all(samples)
 
     def run_batch(self, x: FloatArray | Feed) -> Outputs:
         """One run on ``x`` as one batch (no chunking): what latency measures."""
