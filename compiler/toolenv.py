@@ -7,7 +7,7 @@ each in its own virtual environment, run as a subprocess.
 
 Where they live: ``$EDGEFLEET_TOOLS_DIR/<name>``; by default next to the environment that
 runs edgefleet (``.venv`` -> ``.venv-tools/<name>``), or ``~/.local/share/edgefleet/tools``
-outside a virtual environment. ``edgefleet tools setup NAME`` (or ``make tools``) creates one.
+outside a virtual environment. ``edgefleet tools setup NAME`` creates one.
 torch in a tool environment is pinned to the version the compiler runs, so a program exported
 here (``torch.export``) loads there; ``--constraint`` files are passed to pip as well.
 
@@ -57,7 +57,7 @@ class ToolEnv:
         return (self.path / STAMP).is_file() and self.python.exists()
 
     def hint(self) -> str:
-        return f"run 'edgefleet tools setup {self.name}' (or 'make tools') to create {self.path}"
+        return f"run 'edgefleet tools setup {self.name}' to create {self.path}"
 
     def run_script(self, script: str, args: Sequence[str], *, timeout_s: float) -> str:
         """Run ``compiler/tools/<script>`` with this environment's Python; its stdout.
