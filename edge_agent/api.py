@@ -10,6 +10,12 @@ listener, and its file mode (0660) decides who may call the agent (see
                                                    "latency_ms"}
                       {"inputs": [[...], ...]}  -> {"outputs": [...], "model", "version",
                                                    "record_ids": [...], "latency_ms"}
+                      {"inputs": {"a": [...], "b": [...]}}  one example of a model with
+                                                   several inputs (also ``{"input": {...}}``);
+                                                   a batch of them is ``{"inputs": [{...}, ...]}``
+
+An output is a nested list for a one-output model and ``{output name: nested list}`` for a
+model with several. Input errors name the input: ``inputs[2]['b'] has shape ...``.
     GET  /v1/health   200 {"status": "ok", "model", "version", "mqtt": {"connected",
                       "protocol"}}; 503 while no model is active
     GET  /v1/model    the active manifest's interface, the provider in use, the artifact hash
@@ -41,8 +47,7 @@ from edge_agent.health import HealthMonitor
 from edge_agent.microbatch import Arrival, MicroBatcher
 from edge_agent.outbox import Outbox
 from edge_agent.recording import Done, Recorder, RecordIds
-from edge_agent.runtime.base import Array
-from edge_agent.serving import ModelSlot, ServedModel
+from edge_agent.serving import Example, ModelSlot, ServedModel
 from edge_agent.shadow import ShadowRunner
 from edge_agent.telemetry import Metrics
 from edgefleet.errors import EdgefleetError
@@ -111,7 +116,7 @@ class PredictionService:
             self._running += 1
         try:
             batcher = self.batcher
-            if batcher is None or not (isinstance(body, dict) and "input" in body):
+            if batcher is None or _is_batch(body):
                 return self._predict(body)
             with batcher.arrival() as arrival:
                 return self._predict(body, arrival)
@@ -139,16 +144,23 @@ class PredictionService:
         keys = {"input", "inputs"} & body.keys()
         if len(keys) != 1:
             raise InputError('request body must have exactly one of "input" or "inputs"')
-        batch = "inputs" in body
-        raw = body["inputs"] if batch else [body["input"]]
-        if batch and (not isinstance(raw, list) or not raw):
-            raise InputError('"inputs" must be a non-empty list of examples')
-        if len(raw) > MAX_BATCH:
-            raise InputError(f'"inputs" holds {len(raw)} examples; the limit is {MAX_BATCH}')
-        examples = [
-            model.coerce(value, where=f"inputs[{index}]" if batch else "input")
-            for index, value in enumerate(raw)
-        ]
+        batch = _is_batch(body)
+        if batch:
+            raw = body["inputs"]
+            if not raw:
+                raise InputError('"inputs" must be a non-empty list of examples')
+            if len(raw) > MAX_BATCH:
+                raise InputError(f'"inputs" holds {len(raw)} examples; the limit is {MAX_BATCH}')
+            examples = [
+                model.coerce(value, where=f"inputs[{index}]") for index, value in enumerate(raw)
+            ]
+        else:
+            key = "input" if "input" in body else "inputs"
+            if not isinstance(body[key], dict) and key == "inputs":
+                raise InputError(
+                    '"inputs" must be a list of examples or an object {input name: value}'
+                )
+            examples = [model.coerce(body[key], where=key)]
         if batch:
             return self._run(model, examples)
         if arrival is not None and model.batch_axis == "dynamic":
@@ -161,7 +173,7 @@ class PredictionService:
             **answer,
         }
 
-    def predict_examples(self, examples: list[Array]) -> dict[str, Any]:
+    def predict_examples(self, examples: list[Example]) -> dict[str, Any]:
         """The in-process path for arrays already of the model's dtype and example shape:
         run, log, count. Returns ``{"outputs", "record_ids", "model", "version", ...}``."""
         with self._cond:
@@ -178,7 +190,7 @@ class PredictionService:
                 self._running -= 1
                 self._cond.notify_all()
 
-    def _run(self, model: ServedModel, examples: list[Array]) -> dict[str, Any]:
+    def _run(self, model: ServedModel, examples: list[Example]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
             results = model.run_examples(examples)
@@ -239,8 +251,14 @@ class PredictionService:
             "provider": model.provider,
             "batch_axis": model.batch_axis,
             "example_shape": list(model.example_shape),
+            "example_shapes": {name: list(shape) for name, shape in model.example_shapes.items()},
             "interface": manifest.interface.model_dump(mode="json"),
         }
+
+
+def _is_batch(body: Any) -> bool:
+    """``{"inputs": [...]}``: a list of examples (``{"inputs": {name: ...}}`` is one)."""
+    return isinstance(body, dict) and isinstance(body.get("inputs"), list)
 
 
 class _ApiServer:

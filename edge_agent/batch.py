@@ -3,11 +3,15 @@
 ``edgefleet agent predict --input FILE`` reads examples from
 
 - ``.npy``: one array; its first axis indexes the examples;
-- ``.npz``: the array named ``x``, else the first array in the file;
-- ``.jsonl``: one JSON example (a nested list of numbers) per line; blank lines are skipped;
+- ``.npz``: the array named ``x``, else the first array in the file; for a model with several
+  inputs, one array per input name (all with the same first axis);
+- ``.jsonl``: one JSON example (a nested list of numbers, or ``{input name: list}`` for a
+  model with several inputs) per line; blank lines are skipped;
 
-posts them in batches to ``POST /v1/predict {"inputs": [...]}`` and writes the outputs to
-``.npy`` (one stacked array; single-output models) or ``.jsonl`` (one JSON output per line).
+asks the agent for its model's input names (``GET /v1/model``), posts the examples in batches
+to ``POST /v1/predict {"inputs": [...]}`` and writes the outputs to ``.npy`` (one stacked
+array; single-output models), ``.npz`` (one stacked array per output name) or ``.jsonl`` (one
+JSON output per line: a list, or ``{output name: list}``).
 Only the standard library talks HTTP, so this runs on the device without extra packages.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -26,7 +30,7 @@ import numpy as np
 from edge_agent.errors import AgentError
 
 INPUT_FORMATS = (".npy", ".npz", ".jsonl")
-OUTPUT_FORMATS = (".npy", ".jsonl")
+OUTPUT_FORMATS = (".npy", ".npz", ".jsonl")
 ADDR_FILE = "agent.addr"
 
 
@@ -36,14 +40,52 @@ class BatchError(AgentError):
 
 @dataclass(frozen=True)
 class Examples:
-    """Examples read from a file: ``count`` of them, fetched by slice as JSON values."""
+    """Examples read from a file: ``count`` of them, fetched by slice as JSON values.
+    ``archive`` holds every array of an ``.npz``, for models with several inputs."""
 
     count: int
     _slice: Callable[[int, int], list[Any]]
+    path: Path | None = None
+    archive: Mapping[str, np.ndarray[Any, Any]] | None = None
 
     def batches(self, size: int) -> Iterator[list[Any]]:
         for start in range(0, self.count, size):
             yield self._slice(start, min(start + size, self.count))
+
+    def for_inputs(self, names: Sequence[str]) -> Examples:
+        """The examples a model with these inputs takes: unchanged for one input; for
+        several, an ``.npz`` must hold one array per input name (``.jsonl`` lines are
+        objects the agent checks)."""
+        if len(names) < 2 or (
+            self.archive is None and self.path is not None and self.path.suffix.lower() == ".jsonl"
+        ):
+            return self
+        listed = ", ".join(repr(name) for name in names)
+        if self.archive is None:
+            raise BatchError(
+                f"{self.path}: the model has inputs {listed}; give an .npz with one array per "
+                "input name (or .jsonl lines of {name: list})"
+            )
+        missing = [name for name in names if name not in self.archive]
+        if missing:
+            raise BatchError(
+                f"{self.path}: no array named {missing[0]!r} for the model's inputs {listed} "
+                f"(the archive holds {', '.join(map(repr, self.archive))})"
+            )
+        arrays = {name: _checked(self.path, self.archive[name], name) for name in names}
+        counts = {name: len(array) for name, array in arrays.items()}
+        if len(set(counts.values())) != 1:
+            raise BatchError(
+                f"{self.path}: the input arrays hold different example counts {counts}"
+            )
+
+        def cut(start: int, stop: int) -> list[Any]:
+            parts = {name: array[start:stop].tolist() for name, array in arrays.items()}
+            return [
+                {name: part[index] for name, part in parts.items()} for index in range(stop - start)
+            ]
+
+        return Examples(counts[names[0]], cut, self.path, self.archive)
 
 
 def read_examples(path: Path) -> Examples:
@@ -58,12 +100,25 @@ def read_examples(path: Path) -> Examples:
         )
     if suffix == ".jsonl":
         return _read_jsonl(path)
-    array = _read_npy(path) if suffix == ".npy" else _read_npz(path)
+    archive = None
+    if suffix == ".npy":
+        array = _read_npy(path)
+    else:
+        archive = _read_npz(path)
+        array = archive["x" if "x" in archive else next(iter(archive))]
+    array = _checked(path, array, None)
+    return Examples(len(array), lambda start, stop: array[start:stop].tolist(), path, archive)
+
+
+def _checked(
+    path: Path | None, array: np.ndarray[Any, Any], name: str | None
+) -> np.ndarray[Any, Any]:
+    what = f"{path}: array {name!r}" if name else f"{path}:"
     if array.ndim == 0:
-        raise BatchError(f"{path}: holds a scalar; the first axis must index the examples")
+        raise BatchError(f"{what} holds a scalar; the first axis must index the examples")
     if array.dtype.kind not in "biuf":
-        raise BatchError(f"{path}: holds {array.dtype} values; only numbers can be predicted")
-    return Examples(len(array), lambda start, stop: array[start:stop].tolist())
+        raise BatchError(f"{what} holds {array.dtype} values; only numbers can be predicted")
+    return array
 
 
 def _read_npy(path: Path) -> np.ndarray[Any, Any]:
@@ -73,14 +128,12 @@ def _read_npy(path: Path) -> np.ndarray[Any, Any]:
         raise BatchError(f"{path}: not a readable .npy array ({exc})") from exc
 
 
-def _read_npz(path: Path) -> np.ndarray[Any, Any]:
+def _read_npz(path: Path) -> dict[str, np.ndarray[Any, Any]]:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            if not names:
+            if not archive.files:
                 raise BatchError(f"{path}: the .npz archive holds no arrays")
-            name = "x" if "x" in names else names[0]
-            return np.asarray(archive[name])
+            return {name: np.asarray(archive[name]) for name in archive.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise BatchError(f"{path}: not a readable .npz archive ({exc})") from exc
 
@@ -98,7 +151,7 @@ def _read_jsonl(path: Path) -> Examples:
                     raise BatchError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
     except UnicodeDecodeError as exc:
         raise BatchError(f"{path}: not UTF-8 text ({exc.reason})") from exc
-    return Examples(len(examples), lambda start, stop: examples[start:stop])
+    return Examples(len(examples), lambda start, stop: examples[start:stop], path)
 
 
 AgentAddress = tuple[str, int] | Path
@@ -149,12 +202,33 @@ class AgentClient:
     def close(self) -> None:
         self._conn.close()
 
-    def predict_batch(self, examples: list[Any], first_index: int) -> dict[str, Any]:
-        body = json.dumps({"inputs": examples}).encode()
+    def input_names(self) -> list[str]:
+        """The active model's input names, from ``GET /v1/model``."""
+        status, answer = self._call("GET", "/v1/model", None)
+        if status != 200:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            raise BatchError(f"agent at {self.where} has no model to predict with: {error}")
         try:
-            self._conn.request(
-                "POST", "/v1/predict", body=body, headers={"Content-Type": "application/json"}
-            )
+            return [str(spec["name"]) for spec in answer["interface"]["inputs"]]
+        except (KeyError, TypeError):
+            raise BatchError(f"{self.where}: GET /v1/model names no model inputs") from None
+
+    def predict_batch(self, examples: list[Any], first_index: int) -> dict[str, Any]:
+        status, answer = self._call(
+            "POST", "/v1/predict", json.dumps({"inputs": examples}).encode()
+        )
+        if status != 200:
+            error = answer.get("error") if isinstance(answer, dict) else None
+            detail = _renumber(str(error), first_index) if error else f"HTTP {status}"
+            raise BatchError(f"agent refused the batch at example {first_index}: {detail}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
+            raise BatchError(f'{self.where}: the answer has no "outputs" list')
+        return answer
+
+    def _call(self, method: str, path: str, body: bytes | None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        try:
+            self._conn.request(method, path, body=body, headers=headers)
             response = self._conn.getresponse()
             data = response.read()
         except (ConnectionRefusedError, FileNotFoundError):
@@ -165,19 +239,12 @@ class AgentClient:
         except (OSError, http.client.HTTPException) as exc:
             raise BatchError(f"agent at {self.where}: request failed ({exc})") from exc
         try:
-            answer = json.loads(data)
+            return response.status, json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BatchError(
                 f"{self.where} answered HTTP {response.status} with a body that is not JSON; "
                 "is that an edgefleet agent?"
             ) from None
-        if response.status != 200:
-            error = answer.get("error") if isinstance(answer, dict) else None
-            detail = _renumber(str(error), first_index) if error else f"HTTP {response.status}"
-            raise BatchError(f"agent refused the batch at example {first_index}: {detail}")
-        if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
-            raise BatchError(f'{self.where}: the answer has no "outputs" list')
-        return answer
 
 
 def _renumber(error: str, offset: int) -> str:
@@ -221,8 +288,14 @@ class OutputWriter:
     def npy(self) -> bool:
         return self.path is not None and self.path.suffix.lower() == ".npy"
 
+    @property
+    def npz(self) -> bool:
+        return self.path is not None and self.path.suffix.lower() == ".npz"
+
     def write(self, outputs: Sequence[Any]) -> None:
-        if self.npy:
+        if self.npz:
+            self._rows.extend(outputs)
+        elif self.npy:
             if outputs and isinstance(outputs[0], dict):
                 raise BatchError(
                     f"{self.path}: the model has several outputs, which .npy cannot hold; "
@@ -241,6 +314,12 @@ class OutputWriter:
     def close(self) -> None:
         if self.npy and self.path is not None:
             np.save(self.path, np.asarray(self._rows), allow_pickle=False)
+        elif self.npz and self.path is not None:
+            rows = self._rows
+            arrays: dict[str, Any] = {"y": np.asarray(rows)}  # one unnamed output
+            if rows and isinstance(rows[0], dict):
+                arrays = {name: np.asarray([row[name] for row in rows]) for name in rows[0]}
+            np.savez(self.path, **arrays)
         if self._handle is not None and self._handle is not self._stream:
             self._handle.close()
 
@@ -260,6 +339,7 @@ def run_batch(
     model = version = None
     finished = False
     try:
+        examples = examples.for_inputs(client.input_names())
         for batch in examples.batches(batch_size):
             answer = client.predict_batch(batch, done)
             outputs = answer["outputs"]

@@ -9,7 +9,10 @@ the next one. A lone request therefore runs at once (no added latency when idle)
 load batches fill without a fixed wait.
 
 Examples are grouped by the model they were validated against: a swap in the middle of a
-gathering batch never runs an example on a model it was not checked for.
+gathering batch never runs an example on a model it was not checked for. Examples of a model
+with several inputs (``{name: array}``) batch like any other when every input has a dynamic
+first axis; :meth:`ServedModel.run_examples` stacks them input by input, or runs them one by
+one when their shapes differ (two sequence lengths).
 """
 
 from __future__ import annotations
@@ -21,20 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.runtime.base import Array
-from edge_agent.serving import ServedModel
+from edge_agent.serving import Example, ServedModel
 from edgefleet.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[ServedModel, list[Array]], dict[str, Any]]
+RunBatch = Callable[[ServedModel, list[Example]], dict[str, Any]]
 """Runs examples on a model and answers ``{"outputs": [...], "record_ids": [...], ...}``."""
 
 
 @dataclass
 class _Pending:
     model: ServedModel
-    example: Array
+    example: Example
     arrived: float
     done: threading.Event = field(default_factory=threading.Event)
     answer: dict[str, Any] | None = None
@@ -48,7 +50,7 @@ class Arrival:
         self._batcher = batcher
         self._open = True
 
-    def submit(self, model: ServedModel, example: Array) -> dict[str, Any]:
+    def submit(self, model: ServedModel, example: Example) -> dict[str, Any]:
         self._open = False
         return self._batcher.submit(model, example, announced=True)
 
@@ -89,7 +91,7 @@ class MicroBatcher:
             self._cond.notify()
 
     def submit(
-        self, model: ServedModel, example: Array, *, announced: bool = False
+        self, model: ServedModel, example: Example, *, announced: bool = False
     ) -> dict[str, Any]:
         """Run one example in the next batch; the answer has one output and one record id."""
         item = _Pending(model, example, time.monotonic())

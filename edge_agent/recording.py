@@ -22,23 +22,39 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from edge_agent.health import HealthMonitor
 from edge_agent.outbox import Outbox, OutboxMode
 from edge_agent.runtime.base import Array
-from edge_agent.serving import ServedModel, count_nan
+from edge_agent.serving import Example, ServedModel, count_nan
 from edge_agent.telemetry import Metrics
 
 log = logging.getLogger(__name__)
 
 
-def input_digest(example: Array) -> str:
-    """sha256 over dtype, shape and the raw bytes of one example."""
+def input_digest(example: Example) -> str:
+    """sha256 over dtype, shape and the raw bytes of one example; for several inputs, over
+    each input's name, dtype, shape and bytes in sorted name order."""
+    if isinstance(example, dict):
+        digest = hashlib.sha256()
+        for name in sorted(example):
+            array = example[name]
+            digest.update(f"{name}\0{array.dtype.str}{array.shape}".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
     digest = _digest_start(example.dtype.str, example.shape).copy()
     digest.update(example.tobytes())
     return digest.hexdigest()
+
+
+def input_json(example: Example) -> str:
+    """The sampled input as JSON: a nested list, or ``{name: nested list}``."""
+    if isinstance(example, dict):
+        return json.dumps({name: array.tolist() for name, array in example.items()})
+    return json.dumps(example.tolist())
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,7 +119,7 @@ class Done:
     """One prediction (one or more examples) waiting to be recorded."""
 
     model: ServedModel
-    examples: Sequence[Array]
+    examples: Sequence[Example]
     results: Sequence[Sequence[Array]]
     outputs: list[object]
     record_ids: list[str]
@@ -181,7 +197,8 @@ class Recorder:
             if index and model is not items[index - 1].model:
                 self.metrics.observe_examples(*sketched)
                 sketched = ([], [])
-            sketched[0].extend(done.examples)
+            if not model.multi_input:  # per-feature input sketches need one input tensor
+                sketched[0].extend(cast(Sequence[Array], done.examples))
             sketched[1].extend(result[0] for result in done.results)
             shared = self._encoder.shared(model)
             tail = f', "latency_ms": {done.latency_ms / len(done.examples)!r}, "ts": {done.ts!r}}}'
@@ -191,7 +208,7 @@ class Recorder:
             ):
                 text, has_nan = output_json(result, output)
                 nan += has_nan
-                sample = json.dumps(example.tolist()) if rate and random.random() < rate else "null"
+                sample = input_json(example) if rate and random.random() < rate else "null"
                 rows.append(
                     f'{{"record_id": "{record_id}", {shared}"input_digest": '
                     f'"{input_digest(example)}", "input": {sample}, "output": {text}{tail}'

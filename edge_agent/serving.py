@@ -8,6 +8,12 @@ Batch axis: when the model's first input axis is dynamic (a string such as ``"ba
 it is the batch axis and one *example* is the input without it; the agent stacks examples
 into one run (dynamic) or runs them one by one (fixed 1). Otherwise an example is the whole
 input tensor.
+
+Several inputs: an example is ``{name: array}`` with one entry per model input. The batch axis
+is the one all inputs share (every first axis dynamic, or every one 1); when they disagree (a
+recurrent model's ``state`` and ``sr`` beside its ``input``) each example holds whole tensors
+and runs alone. Examples whose non-batch dimensions differ (two sequence lengths) run one by
+one instead of stacked.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -26,6 +32,10 @@ from edge_agent.runtime.base import Array, PreparedModel
 from edgefleet.bundle import Manifest, TensorSpec
 
 Shape = tuple[int | str, ...]
+Feed = dict[str, Array]
+"""One example of a model with several inputs: an array per input name."""
+Example = Array | Feed
+"""One example: an array for a one-input model, a :data:`Feed` for a model with several."""
 
 
 @dataclass(frozen=True)
@@ -53,47 +63,95 @@ class ServedModel:
         return self.manifest.interface.inputs[0]
 
     @functools.cached_property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.manifest.interface.inputs)
+
+    @property
+    def multi_input(self) -> bool:
+        return len(self.manifest.interface.inputs) > 1
+
+    @functools.cached_property
     def batch_axis(self) -> str | None:
-        """``"dynamic"``, ``"one"`` (fixed batch of 1) or None (no batch axis)."""
-        shape = self.input_spec.shape
-        if not shape:
-            return None
-        if isinstance(shape[0], str):
-            return "dynamic"
-        return "one" if shape[0] == 1 else None
+        """``"dynamic"``, ``"one"`` (fixed batch of 1) or None (no batch axis), shared by
+        every input (None when the inputs disagree)."""
+        kinds = {_batch_kind(spec.shape) for spec in self.manifest.interface.inputs}
+        return kinds.pop() if len(kinds) == 1 else None
+
+    @functools.cached_property
+    def example_shapes(self) -> dict[str, Shape]:
+        return {
+            spec.name: spec.shape[1:] if self.batch_axis else spec.shape
+            for spec in self.manifest.interface.inputs
+        }
 
     @functools.cached_property
     def example_shape(self) -> Shape:
-        shape = self.input_spec.shape
-        return shape[1:] if self.batch_axis else shape
+        """The first input's example shape."""
+        return self.example_shapes[self.input_spec.name]
 
-    def coerce(self, value: Any, where: str = "input") -> Array:
-        """Turn one JSON example into an array of the model's dtype, or raise InputError.
+    def coerce(self, value: Any, where: str = "input") -> Example:
+        """Turn one JSON example into arrays of the model's dtypes, or raise InputError.
 
-        The local API feeds models with one input; a model with several (installed and
-        golden-checked like any other) is refused here with their names."""
-        inputs = self.manifest.interface.inputs
-        if len(inputs) != 1:
-            names = ", ".join(repr(spec.name) for spec in inputs)
+        A one-input model takes a nested list (or ``{name: list}`` with its one input name)
+        and gets an array; a model with several inputs takes ``{name: list}`` with every
+        input name and gets a :data:`Feed`. Errors name the input at fault."""
+        if not self.multi_input and not isinstance(value, dict):
+            return coerce_example(value, self.input_spec, self.example_shape, where)
+        names = self.input_names
+        listed = ", ".join(repr(name) for name in names)
+        if not isinstance(value, dict):
             raise InputError(
-                f"model {self.name} has {len(inputs)} inputs ({names}); the local API feeds "
-                "models with exactly one input"
+                f"{where} must be an object with one entry per model input ({listed}); "
+                f"model {self.name} has {len(names)} inputs"
             )
-        return coerce_example(value, self.input_spec, self.example_shape, where)
+        unknown = [key for key in value if key not in names]
+        if unknown:
+            raise InputError(
+                f"{where} names unknown input {unknown[0]!r}; model {self.name} has inputs "
+                f"({listed})"
+            )
+        missing = [name for name in names if name not in value]
+        if missing:
+            raise InputError(
+                f"{where} is missing input {missing[0]!r}; model {self.name} has inputs ({listed})"
+            )
+        feed = {
+            spec.name: coerce_example(
+                value[spec.name], spec, self.example_shapes[spec.name], f"{where}[{spec.name!r}]"
+            )
+            for spec in self.manifest.interface.inputs
+        }
+        _check_shared_dims(self.manifest.interface.inputs, feed, self.batch_axis is not None, where)
+        return feed if self.multi_input else feed[self.input_spec.name]
 
-    def run_examples(self, examples: Sequence[Array]) -> list[list[Array]]:
+    def run_examples(self, examples: Sequence[Example]) -> list[list[Array]]:
         """Run examples; returns, per example, the outputs in manifest order."""
-        spec = self.input_spec
         if self.batch_axis == "dynamic" and examples:
-            batch = examples[0][np.newaxis] if len(examples) == 1 else np.stack(examples)
-            outputs = self.prepared.run({spec.name: batch})
-            return [[output[index] for output in outputs] for index in range(len(examples))]
+            if len(examples) == 1:
+                outputs = self.prepared.run(self._feed(examples[0], batched=True))
+                return [[output[0] for output in outputs]]
+            if _same_shapes(examples):
+                outputs = self.prepared.run(self._stacked(examples))
+                return [[output[index] for output in outputs] for index in range(len(examples))]
         results: list[list[Array]] = []
         for example in examples:
-            feed = example[np.newaxis, ...] if self.batch_axis == "one" else example
-            outputs = self.prepared.run({spec.name: feed})
+            outputs = self.prepared.run(self._feed(example, batched=self.batch_axis is not None))
             results.append([output[0] if self.batch_axis else output for output in outputs])
         return results
+
+    def _feed(self, example: Example, *, batched: bool) -> dict[str, Array]:
+        if isinstance(example, dict):
+            return {name: a[np.newaxis] if batched else a for name, a in example.items()}
+        return {self.input_spec.name: example[np.newaxis] if batched else example}
+
+    def _stacked(self, examples: Sequence[Example]) -> dict[str, Array]:
+        first = examples[0]
+        if isinstance(first, dict):
+            return {
+                name: np.stack([cast(Feed, example)[name] for example in examples])
+                for name in first
+            }
+        return {self.input_spec.name: np.stack(cast(Sequence[Array], examples))}
 
     def to_json(self, outputs: list[Array]) -> Any:
         """One example's outputs as JSON: a nested list, or {name: list} for several outputs."""
@@ -101,6 +159,43 @@ class ServedModel:
         if len(specs) == 1:
             return outputs[0].tolist()
         return {spec.name: output.tolist() for spec, output in zip(specs, outputs, strict=True)}
+
+
+def _batch_kind(shape: Shape) -> str | None:
+    if not shape:
+        return None
+    if isinstance(shape[0], str):
+        return "dynamic"
+    return "one" if shape[0] == 1 else None
+
+
+def _same_shapes(examples: Sequence[Example]) -> bool:
+    first = examples[0]
+    if isinstance(first, dict):
+        shapes = {name: a.shape for name, a in first.items()}
+        return all(
+            isinstance(e, dict) and all(a.shape == shapes[n] for n, a in e.items())
+            for e in examples
+        )
+    return all(not isinstance(e, dict) and e.shape == first.shape for e in examples)
+
+
+def _check_shared_dims(specs: Sequence[TensorSpec], feed: Feed, batched: bool, where: str) -> None:
+    """Inputs that name the same dynamic axis (``input_ids`` and ``attention_mask`` both
+    ``"sequence"``) must agree on its size."""
+    seen: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        dims = spec.shape[1:] if batched else spec.shape
+        for axis, dim in enumerate(dims):
+            if not isinstance(dim, str):
+                continue
+            size = int(feed[spec.name].shape[axis])
+            other = seen.setdefault(dim, (spec.name, size))
+            if other[1] != size:
+                raise InputError(
+                    f"{where}[{spec.name!r}] has {size} along axis {dim!r} but "
+                    f"{where}[{other[0]!r}] has {other[1]}; inputs sharing an axis must agree"
+                )
 
 
 def count_nan(results: Sequence[Sequence[Array]]) -> int:

@@ -5,7 +5,9 @@ in a bounded queue without waiting (a full queue skips the sample and counts it)
 candidate never slows or fails a request. A worker thread runs the candidate and compares its
 first output with what the active model answered: top-1 agreement (argmax over the last axis)
 and the mean absolute difference, plus the candidate's latency and errors, per telemetry
-window (:meth:`ShadowRunner.take`).
+window (:meth:`ShadowRunner.take`). Models with several inputs are mirrored input by input;
+with several outputs only the first is compared. A candidate whose input names differ from
+the active model's is not run: the samples are counted as skipped and the reason logged once.
 
 :func:`check_memory` refuses to start a shadow when memory cannot hold both models. What the
 process may still use is the least of: what the OS reports available, the headroom under the
@@ -31,7 +33,7 @@ import psutil
 
 from edge_agent.errors import RuntimeBackendError, UpdateError
 from edge_agent.runtime.base import Array
-from edge_agent.serving import ServedModel
+from edge_agent.serving import Example, ServedModel
 from edgefleet.protocol.messages import ShadowStats
 from hardware_profiles.schema import HardwareProfile
 
@@ -44,7 +46,7 @@ _CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
     ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
 )
 _UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a huge number
-_Item = tuple[list[Array], list[Array]]
+_Item = tuple[list[Example], list[Array]]
 
 
 def model_bytes(path: Path) -> int:
@@ -138,6 +140,7 @@ class ShadowRunner:
         self._lock = threading.Lock()
         self._window = _Window()
         self._total = _Window()
+        self._warned = False
         self._thread = threading.Thread(target=self._run, name="edgefleet-shadow", daemon=True)
 
     def start(self) -> None:
@@ -154,7 +157,7 @@ class ShadowRunner:
             self._queue.put(None, timeout=5)
         self._thread.join(timeout=5)
 
-    def offer(self, examples: Sequence[Array], results: Sequence[Sequence[Array]]) -> None:
+    def offer(self, examples: Sequence[Example], results: Sequence[Sequence[Array]]) -> None:
         """Called on the serving path: sample, enqueue without blocking, return."""
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return
@@ -181,7 +184,15 @@ class ShadowRunner:
             finally:
                 self._queue.task_done()
 
-    def _compare(self, examples: list[Array], primary: list[Array]) -> None:
+    def _compare(self, examples: list[Example], primary: list[Array]) -> None:
+        reason = self._mismatch(examples[0]) if examples else None
+        if reason is not None:
+            if not self._warned:
+                self._warned = True
+                log.warning("shadow: skipping mirrored requests: %s", reason)
+            with self._lock:
+                self._window.skipped += len(examples)
+            return
         started = time.perf_counter()
         try:
             results = self.candidate.run_examples(examples)
@@ -206,6 +217,20 @@ class ShadowRunner:
                 window.agree += agree
                 window.abs_diff_sum += diff
             self._window.latencies_ms.append(latency_ms)
+
+    def _mismatch(self, example: Example) -> str | None:
+        """Why the candidate cannot take the active model's examples, or None."""
+        names = self.candidate.input_names
+        given = tuple(sorted(example)) if isinstance(example, dict) else None
+        if given is None and len(names) == 1:
+            return None
+        if given is not None and given == tuple(sorted(names)):
+            return None
+        return (
+            f"the candidate {self.candidate.name} {self.candidate.version} has inputs "
+            f"{', '.join(map(repr, names))} but the active model's requests carry "
+            f"{', '.join(map(repr, given)) if given else 'one unnamed input'}"
+        )
 
     def totals(self) -> ShadowStats:
         """Agreement since the shadow started (not reset by :meth:`take`; no latency)."""

@@ -101,9 +101,11 @@ def test_a_two_input_two_output_bundle_installs_with_every_output_checked(
     total, scaled = model.prepared.run({"a": a[:3], "b": b[:3]})
     np.testing.assert_allclose(scaled, want[:3], atol=model.manifest.golden.atol)
     assert total.shape == (3, 4)
-    # The local API feeds one-input models; this one is refused with one clear line.
-    with pytest.raises(InputError, match=r"model two has 2 inputs \('a', 'b'\)"):
-        model.coerce([[0.0] * 4])
+    # The local API feeds it by name; a bare list is refused naming both inputs.
+    (answer,) = model.run_examples([model.coerce({"a": a[0].tolist(), "b": b[0].tolist()})])
+    np.testing.assert_allclose(answer[1], want[0], atol=model.manifest.golden.atol)
+    with pytest.raises(InputError, match=r"one entry per model input \('a', 'b'\)"):
+        model.coerce([0.0] * 4)
 
 
 def test_a_wrong_second_output_fails_the_golden_check_naming_it(rig: Rig, compiled: Path) -> None:
