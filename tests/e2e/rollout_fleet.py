@@ -41,11 +41,11 @@ from edgefleet.bundle import (
 )
 from tests.edge_agent.helpers import (
     IN_FEATURES,
-    OUT_FEATURES,
     PROFILE,
     build_bundle,
     expected,
     manifest_for,
+    save_x_to_y,
     weights,
 )
 from tests.support.processes import Process, http_json, run_cli, try_json, wait_until
@@ -194,8 +194,7 @@ def write_heavy_onnx(path: Path, layers: int) -> Path:
     tanh) on a square lifted from x, whose sum is multiplied by zero and added to y: the
     answer is unchanged, the work grows linearly with ``layers``. It depends on x, so
     onnxruntime cannot fold it away at load time."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     w, b = weights(1)
     rng = np.random.default_rng(100)
@@ -224,18 +223,7 @@ def write_heavy_onnx(path: Path, layers: int) -> Path:
         helper.make_node("Mul", ["total", "zero"], ["nothing"]),
         helper.make_node("Add", ["clean", "nothing"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "heavy",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN_FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT_FEATURES])],
-        init,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+    return save_x_to_y(path, "heavy", nodes, init)
 
 
 def heavy_bundle(work: Path, key: SigningKey, version: str) -> Path:

@@ -55,7 +55,6 @@ def write_tiny_onnx(
     0 * sum(sqrt(x))). ``trap="error"``: onnxruntime raises for an example whose first
     feature is 2 or more (a Gather index out of range). Inputs in [0, 1) behave normally.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w, b = weights(version)
@@ -86,9 +85,25 @@ def write_tiny_onnx(
             helper.make_node("Add", ["xw", "B"], ["clean"]),
             helper.make_node("Add", ["clean", "poison"], ["y"]),
         ]
+    return save_x_to_y(path, "tiny", nodes, init, batch=batch)
+
+
+def save_x_to_y(
+    path: Path,
+    name: str,
+    nodes: list[Any],
+    init: list[Any],
+    *,
+    batch: int | str = "batch",
+) -> Path:
+    """Save a checked ONNX graph with the tiny model's interface: float32 ``x`` [batch, 4] ->
+    ``y`` [batch, 3] (opset 17, IR 8, which the pinned onnxruntime reads)."""
+    import onnx
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
         nodes,
-        "tiny",
+        name,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, IN_FEATURES])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, OUT_FEATURES])],
         init,

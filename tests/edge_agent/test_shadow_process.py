@@ -23,7 +23,6 @@ from edgefleet.bundle import SigningKey, pack_bundle, seal_bundle
 from edgefleet.protocol.messages import Artifact, DeploymentPhase, DesiredState, ShadowSpec
 from tests.edge_agent.helpers import (
     IN_FEATURES,
-    OUT_FEATURES,
     ArtifactServer,
     BuiltBundle,
     FleetSide,
@@ -31,6 +30,7 @@ from tests.edge_agent.helpers import (
     desired_for,
     expected,
     manifest_for,
+    save_x_to_y,
     serve_artifacts,
     wait_for,
     weights,
@@ -53,8 +53,7 @@ BALLAST_MB = 64
 
 def write_ballast_onnx(path: Path, megabytes: int) -> None:
     """y = x @ W + b + 0 * sum(ballast): tiny v1's answers, with ``megabytes`` of weights."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     w, b = weights(1)
     ballast = np.ones((megabytes << 18,), np.float32)  # 4 bytes each
@@ -71,16 +70,7 @@ def write_ballast_onnx(path: Path, megabytes: int) -> None:
         helper.make_node("Mul", ["total", "zero"], ["nothing"]),
         helper.make_node("Add", ["clean", "nothing"], ["y"]),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "ballast",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN_FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT_FEATURES])],
-        init,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
+    save_x_to_y(path, "ballast", nodes, init)
 
 
 def ballast_bundle(workdir: Path, key: SigningKey, version: str) -> BuiltBundle:
