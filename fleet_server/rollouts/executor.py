@@ -6,6 +6,17 @@ wrote (retained, so a crash between commit and publish is repaired when the brid
 every desired state on reconnect). Running a tick twice changes nothing the second time, so a
 server restarted mid-rollout simply carries on.
 
+Write transactions are kept short, because MQTT ingest writes the same device rows (and on
+SQLite waits for the one write lock):
+
+- each rollout is advanced and committed in its own transaction, and the reconcile pass
+  (stragglers, devices that joined a cohort) runs in one more;
+- the telemetry a baked wave's gates read is read and summarized *before* that rollout's write
+  transaction, in a read-only session (:func:`_read_telemetry`): decoding payloads is the slow
+  part of a tick;
+- device rows are row-locked (:func:`_lock_devices`) only once the tick knows which ones it
+  will point at a new desired state, and only those, right before it writes them.
+
 Only one executor ticks at a time: on PostgreSQL it holds ``pg_try_advisory_lock`` for the
 tick (another server process skips the tick); on SQLite, one server process is assumed and a
 thread lock suffices.
@@ -18,10 +29,10 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, Select, select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,16 +77,28 @@ def lock_key(schema: str) -> int:
     return ADVISORY_LOCK_KEY ^ zlib.crc32(schema.encode())
 
 
+_CHUNK = 500  # device ids per IN (...) list
 _OPEN = (DeploymentStatus.SENT, DeploymentStatus.TIMED_OUT, DeploymentStatus.ROLLING_BACK)
 _FAIL_PHASES = (DeploymentPhase.FAILED.value, DeploymentPhase.ROLLED_BACK.value)
 
 Outbox = list[tuple[str, DesiredState]]
 
 
+@dataclass(frozen=True)
+class _Telemetry:
+    """The telemetry part of a baked wave's metrics, read before the write transaction; it
+    belongs to the wave that was started at ``started_at``."""
+
+    wave_index: int
+    started_at: float
+    metrics: WaveMetrics
+
+
 @dataclass
 class _Tick:
     session: Session
     now: float
+    telemetry: _Telemetry | None = None
     outbox: Outbox = field(default_factory=list)
     devices: dict[str, DeviceRow] = field(default_factory=dict)
 
@@ -158,22 +181,35 @@ class Executor:
             return True
 
     def _tick_once(self) -> None:
+        now = self._clock()
         with self._sessions() as session:
-            tick = _Tick(session, self._clock())
-            rollouts = session.scalars(
-                select(RolloutRow)
+            rollout_ids = session.scalars(
+                select(RolloutRow.id)
                 .where(RolloutRow.status.in_([s.value for s in ACTIVE_ROLLOUT]))
                 .order_by(RolloutRow.id)
             ).all()
-            for rollout in rollouts:
-                _advance(tick, rollout)
-            if tick.now >= self._next_reconcile:
-                # Scans every device: at most once per RECONCILE_S.
+        for rollout_id in rollout_ids:
+            with self._sessions() as session:  # read-only: no lock is taken or held
+                telemetry = _read_telemetry(session, rollout_id, now)
+            self._commit(_Tick(self._sessions(), now, telemetry), rollout_id)
+        if now >= self._next_reconcile:
+            # Scans every device: at most once per RECONCILE_S.
+            self._commit(_Tick(self._sessions(), now), None)
+            self._next_reconcile = now + RECONCILE_S
+        self.ticks += 1
+
+    def _commit(self, tick: _Tick, rollout_id: int | None) -> None:
+        """Advance one rollout (``None``: the reconcile pass) in one transaction, commit, and
+        only then publish what it wrote."""
+        with tick.session:
+            if rollout_id is None:
                 _sync_stragglers(tick)
                 _reconcile_cohorts(tick)
-                self._next_reconcile = tick.now + RECONCILE_S
-            session.commit()
-        self.ticks += 1
+            else:
+                rollout = tick.session.get(RolloutRow, rollout_id)
+                if rollout is not None and RolloutStatus(rollout.status) in ACTIVE_ROLLOUT:
+                    _advance(tick, rollout)
+            tick.session.commit()
         for device_id, desired in tick.outbox:
             self._publisher.publish_desired(device_id, desired)
 
@@ -211,10 +247,17 @@ def _advance(tick: _Tick, rollout: RolloutRow) -> None:
     if wave_status not in (WaveStatus.RUNNING, WaveStatus.BAKING):
         return
     mine = [d for d in deployments if d.wave_index == wave.index]
-    # Device counts every tick (abort conditions); telemetry only once the bake is over.
+    # Device counts every tick (abort conditions); telemetry only once the bake is over. The
+    # telemetry was read before this transaction: a wave that was not baked then (or was
+    # changed since) is judged on the next tick.
     assert wave.started_at is not None
-    baked = wave_status is WaveStatus.BAKING and tick.now >= (wave.settled_at or 0) + plan.bake_s
-    metrics = _measure(tick, rollout, wave, mine, with_telemetry=baked)
+    telemetry = tick.telemetry
+    baked = (
+        _baked(wave, plan, tick.now)
+        and telemetry is not None
+        and (telemetry.wave_index, telemetry.started_at) == (wave.index, wave.started_at)
+    )
+    metrics = _measure(mine, telemetry.metrics if baked and telemetry else None)
     wave.metrics = metrics.as_dict()
     fired = [r for r in (c.check(metrics) for c in plan.gates.abort) if r.ok]
     if fired:
@@ -273,12 +316,31 @@ def _complete(tick: _Tick, rollout: RolloutRow) -> None:
 # -- waves -----------------------------------------------------------------------------------
 
 
-def _locked_devices() -> Select[DeviceRow]:
-    """Devices the tick may write, row-locked in device id order on PostgreSQL (the MQTT
-    ingest updates them in the same order, so the two wait for each other instead of
-    deadlocking). ``FOR NO KEY UPDATE``: ingest's inserts of telemetry and reports, whose
-    foreign keys take ``KEY SHARE`` on the device row, do not wait for the tick."""
-    return select(DeviceRow).order_by(DeviceRow.device_id).with_for_update(key_share=True)
+def _baked(wave: WaveRow, plan: WavePlan, now: float) -> bool:
+    return (
+        WaveStatus(wave.status) is WaveStatus.BAKING and now >= (wave.settled_at or 0) + plan.bake_s
+    )
+
+
+def _lock_devices(session: Session, device_ids: Iterable[str]) -> list[DeviceRow]:
+    """The devices the tick is about to write, row-locked in device id order on PostgreSQL
+    (the MQTT ingest locks them in the same order, so the two wait for each other instead of
+    deadlocking) and reloaded as locked. ``FOR NO KEY UPDATE``: ingest's inserts of telemetry
+    and reports, whose foreign keys take ``KEY SHARE`` on the device row, do not wait for the
+    tick. The locks are held until the commit, so lock only right before the writes."""
+    ids = sorted(set(device_ids))
+    locked: list[DeviceRow] = []
+    for start in range(0, len(ids), _CHUNK):
+        locked.extend(
+            session.scalars(
+                select(DeviceRow)
+                .where(DeviceRow.device_id.in_(ids[start : start + _CHUNK]))
+                .order_by(DeviceRow.device_id)
+                .with_for_update(key_share=True)
+                .execution_options(populate_existing=True)
+            )
+        )
+    return locked
 
 
 def _order_key(rollout_id: int, device_id: str) -> str:
@@ -309,16 +371,15 @@ def _start_wave(
     held = _held_elsewhere(tick, rollout.id)
     devices = [
         d
-        for d in tick.session.scalars(_locked_devices())
+        for d in tick.session.scalars(select(DeviceRow))
         if matches(d.labels, cohort.selector) and d.device_id not in held
     ]
-    for device in devices:
-        tick.devices[device.device_id] = device
     devices.sort(key=lambda d: _order_key(rollout.id, d.device_id))
     plans = strategy_of(rollout).plan()
     same_kind = {d.device_id for d in deployments if plans[d.wave_index].shadow == plan.shadow}
     target = plan.size.devices(len(devices))
     chosen = [d for d in devices if d.device_id not in same_kind][: max(0, target - len(same_kind))]
+    _lock_devices(tick.session, [d.device_id for d in chosen])  # reloads them, as locked
     health = HealthPolicy.model_validate(rollout.health)
     latest = _latest_by_device(deployments)
     for device in chosen:
@@ -402,8 +463,8 @@ def _sync_deployments(
     """Move open deployments on what the devices reported, and time out the silent ones."""
     open_ids = [r.device_id for r in deployments if DeploymentStatus(r.status) in _OPEN]
     missing = [d for d in open_ids if d not in tick.devices]
-    for start in range(0, len(missing), 500):
-        chunk = missing[start : start + 500]
+    for start in range(0, len(missing), _CHUNK):
+        chunk = missing[start : start + _CHUNK]
         for device in tick.session.scalars(select(DeviceRow).where(DeviceRow.device_id.in_(chunk))):
             tick.devices[device.device_id] = device
     for row in deployments:
@@ -507,19 +568,20 @@ def _roll_back(
             _finish_wave(tick, wave, WaveEvent.CANCEL, "rollout rolled back")
     health = HealthPolicy.model_validate(rollout.health)
     latest = _latest_by_device(deployments)
-    for device in tick.session.scalars(
-        _locked_devices().where(DeviceRow.device_id.in_(sorted(latest)))
-    ):
-        tick.devices[device.device_id] = device
-    for row in latest.values():
-        status = DeploymentStatus(row.status)
-        if status not in (
+    to_revert = [
+        row
+        for row in latest.values()
+        if DeploymentStatus(row.status)
+        in (
             DeploymentStatus.SENT,
             DeploymentStatus.SUCCEEDED,
             DeploymentStatus.FAILED,
             DeploymentStatus.TIMED_OUT,
-        ):
-            continue
+        )
+    ]
+    _lock_devices(tick.session, [row.device_id for row in to_revert])
+    for row in to_revert:
+        status = DeploymentStatus(row.status)
         device = tick.device(row.device_id)
         target = (
             artifact_for(
@@ -567,15 +629,12 @@ def _roll_back(
 # -- metrics ---------------------------------------------------------------------------------
 
 
-def _measure(
-    tick: _Tick,
-    rollout: RolloutRow,
-    wave: WaveRow,
-    mine: list[DeploymentRow],
-    *,
-    with_telemetry: bool,
-) -> WaveMetrics:
+def _measure(mine: list[DeploymentRow], telemetry: WaveMetrics | None) -> WaveMetrics:
+    """The wave's device counts, with the telemetry part from ``telemetry`` when given."""
     metrics = WaveMetrics(targeted=len(mine))
+    if telemetry is not None:
+        for name in _TELEMETRY_FIELDS:
+            setattr(metrics, name, getattr(telemetry, name))
     for row in mine:
         status = DeploymentStatus(row.status)
         if status is DeploymentStatus.NO_ARTIFACT:
@@ -584,15 +643,51 @@ def _measure(
         metrics.installed += status is DeploymentStatus.SUCCEEDED
         metrics.failed += status is DeploymentStatus.FAILED
         metrics.timed_out += status is DeploymentStatus.TIMED_OUT
-    if not with_telemetry:
-        return metrics
-    ids = [row.device_id for row in mine]
-    since = wave.started_at or rollout.created_at
+    return metrics
+
+
+_TELEMETRY_FIELDS = (
+    "requests",
+    "errors",
+    "nan_outputs",
+    "p95_ms",
+    "shadow_compared",
+    "shadow_agreement",
+    "baseline_p95_ms",
+    "drift",
+)
+
+
+def _read_telemetry(session: Session, rollout_id: int, now: float) -> _Telemetry | None:
+    """The telemetry part of the metrics of ``rollout_id``'s current wave if its bake is over
+    (else None): read and decoded before the write transaction, which holds locks."""
+    rollout = session.get(RolloutRow, rollout_id)
+    if rollout is None or RolloutStatus(rollout.status) is not RolloutStatus.RUNNING:
+        return None
+    plans = strategy_of(rollout).plan()
+    wave = session.scalar(
+        select(WaveRow).where(
+            WaveRow.rollout_id == rollout_id, WaveRow.index == rollout.current_wave
+        )
+    )
+    if wave is None or wave.started_at is None or wave.index >= len(plans):
+        return None
+    if not _baked(wave, plans[wave.index], now):
+        return None
+    metrics = WaveMetrics()
+    ids = list(
+        session.scalars(
+            select(DeploymentRow.device_id).where(
+                DeploymentRow.rollout_id == rollout_id, DeploymentRow.wave_index == wave.index
+            )
+        )
+    )
+    since = wave.started_at
     if wave.shadow:
-        new_rows = _telemetry(tick, ids, since=since, version=None, shadow=rollout.version)
+        new_rows = _telemetry(session, ids, since=since, version=None, shadow=rollout.version)
         new = summarize(new_rows, shadow_version=rollout.version)
     else:
-        new_rows = _telemetry(tick, ids, since=since, version=rollout.version, shadow=None)
+        new_rows = _telemetry(session, ids, since=since, version=rollout.version, shadow=None)
         new = summarize(new_rows)
     metrics.requests, metrics.errors, metrics.nan_outputs = (
         new.requests,
@@ -602,11 +697,11 @@ def _measure(
     metrics.p95_ms = new.p95_ms
     metrics.shadow_compared, metrics.shadow_agreement = new.shadow_compared, new.shadow_agreement
     if rollout.previous_version is not None and not wave.shadow:
-        cohort = tick.session.get(CohortRow, rollout.cohort)
+        cohort = session.get(CohortRow, rollout.cohort)
         assert cohort is not None
         base_rows = _telemetry(  # the cohort's own devices: not the rest of the fleet
-            tick,
-            [device.device_id for device in members(tick.session, cohort)],
+            session,
+            [device.device_id for device in members(session, cohort)],
             since=rollout.created_at - BASELINE_LOOKBACK_S,
             version=rollout.previous_version,
             shadow=None,
@@ -615,11 +710,11 @@ def _measure(
         base = summarize(base_rows)
         metrics.baseline_p95_ms = base.p95_ms
         metrics.drift = drift_score(new, base)
-    return metrics
+    return _Telemetry(wave.index, wave.started_at, metrics)
 
 
 def _telemetry(
-    tick: _Tick,
+    session: Session,
     device_ids: list[str] | None,
     *,
     since: float,
@@ -638,7 +733,7 @@ def _telemetry(
         query = query.where(TelemetryRow.model == model)
     if shadow is not None:
         query = query.where(TelemetryRow.shadow_version == shadow)
-    return [dict(payload) for payload in tick.session.scalars(query)]
+    return [dict(payload) for payload in session.scalars(query)]
 
 
 # -- devices that join a cohort later --------------------------------------------------------
@@ -667,29 +762,44 @@ def _reconcile_cohorts(tick: _Tick) -> None:
     )
     held = _held_elsewhere(tick, -1) | _kept_after_abort(tick)
     cohorts.sort(key=lambda c: c.current_set_at or 0.0)
-    for device in tick.session.scalars(_locked_devices()):
+
+    def behind(device: DeviceRow) -> CohortRow | None:
+        """The cohort whose current version ``device`` should be given, if any."""
         if device.device_id in held:
-            continue
+            return None
         winner = None
         for cohort in cohorts:
             if matches(device.labels, cohort.selector):
                 winner = cohort
         if winner is None or winner.name in busy_cohorts:
-            continue
-        assert winner.current_model is not None and winner.current_version is not None
+            return None
         if (device.desired_model, device.desired_version) == (
             winner.current_model,
             winner.current_version,
         ):
-            continue
+            return None
+        return winner
+
+    def target(device: DeviceRow) -> tuple[CohortRow, ArtifactRow] | None:
+        winner = behind(device)
+        if winner is None:
+            return None
+        assert winner.current_model is not None and winner.current_version is not None
         artifact = artifact_for(
             tick.session,
             model=winner.current_model,
             version=winner.current_version,
             profile=device.profile,
         )
-        if artifact is None:
+        return None if artifact is None else (winner, artifact)
+
+    # Scan without locks; lock (and re-read) only the few devices that are behind.
+    candidates = [d.device_id for d in tick.session.scalars(select(DeviceRow)) if target(d)]
+    for device in _lock_devices(tick.session, candidates):
+        found = target(device)
+        if found is None:
             continue
+        winner, artifact = found
         # Older than what the device runs (the cohort was rolled back): an explicit rollback,
         # the only way a device accepts a downgrade.
         older = device.reported_model == artifact.name and sort_key(artifact.version) < sort_key(

@@ -23,7 +23,7 @@ from fleet_server.db import create_db_engine, create_schema, session_factory
 from fleet_server.devices.tables import DeviceRow
 from fleet_server.ingest.service import Incoming, apply_batch
 from fleet_server.ingest.tables import ReportRow, TelemetryRow
-from fleet_server.rollouts.executor import _locked_devices
+from fleet_server.rollouts.executor import _lock_devices
 
 pytestmark = pytest.mark.integration
 
@@ -110,12 +110,12 @@ def test_a_batch_is_folded_in_arrival_order(engine: Engine) -> None:
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_telemetry_inserts_do_not_wait_for_the_executors_row_locks(engine: Engine) -> None:
-    """The executor holds every device row (as in a tick); ingest's telemetry insert still
+    """The executor holds device rows it is about to write; ingest's telemetry insert still
     completes (its foreign key check takes KEY SHARE, which FOR NO KEY UPDATE allows), while its
     device-row update waits for the tick's commit, as it must."""
     sessions: sessionmaker[Session] = session_factory(engine)
     tick = sessions()
-    locked = tick.scalars(_locked_devices()).all()
+    locked = _lock_devices(tick, ["d3", "d1", "d2"])
     assert [d.device_id for d in locked] == ["d1", "d2", "d3"]
     sample = telemetry("1.0.0", 5)
     inserted = threading.Event()
