@@ -126,17 +126,22 @@ def test_a_shadow_added_to_the_served_model_runs_before_the_deployment_is_report
     rig.updater.shadow.stop()
 
 
-def test_a_shadow_that_cannot_run_fails_its_deployment_instead_of_committing_it(
-    rig: Rig, backend: OnnxRuntimeBackend
-) -> None:
+def _updater_without_shadow_memory(rig: Rig, backend: OnnxRuntimeBackend) -> Updater:
+    """The rig's updater, but one whose memory check never has room for a shadow."""
     config = dataclasses.replace(rig.updater.config, shadow_memory_factor=1e12)
-    updater = Updater(
+    return Updater(
         config=config,
         backend=backend,
         slot=rig.slot,
         store=StateStore(rig.data_dir),
         report=rig.reports.append,
     )
+
+
+def test_a_shadow_that_cannot_run_fails_its_deployment_instead_of_committing_it(
+    rig: Rig, backend: OnnxRuntimeBackend
+) -> None:
+    updater = _updater_without_shadow_memory(rig, backend)
     v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
     candidate = build_bundle(rig.workdir, rig.key, version="1.1.0", weights_version=1)
     rig.publish(1, v1)
@@ -152,14 +157,7 @@ def test_a_shadow_that_cannot_run_fails_its_deployment_instead_of_committing_it(
 def test_a_shadow_that_does_not_fit_in_memory_is_refused_and_reported(
     rig: Rig, backend: OnnxRuntimeBackend
 ) -> None:
-    config = dataclasses.replace(rig.updater.config, shadow_memory_factor=1e12)
-    updater = Updater(
-        config=config,
-        backend=backend,
-        slot=rig.slot,
-        store=StateStore(rig.data_dir),
-        report=rig.reports.append,
-    )
+    updater = _updater_without_shadow_memory(rig, backend)
     runners = _deploy_with_shadow(rig, weights=1, updater=updater)
     assert runners == []
     last = rig.reports[-1]
