@@ -18,14 +18,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from enum import StrEnum
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from pydantic import BaseModel, ValidationError
 
 from edge_agent.errors import AgentError
+from edgefleet.codec import DecodeError, Record, from_json, to_json
 from edgefleet.protocol import broker, topics
 from edgefleet.protocol.broker import BrokerAddress, BrokerUrlError
 from edgefleet.protocol.messages import Ack, DesiredState, DeviceState, Status
@@ -104,7 +105,7 @@ class MqttLink:
         client.suppress_exceptions = True
         if self.address.username is not None:
             client.username_pw_set(self.address.username, self.address.password)
-        offline = self._status().model_copy(update={"state": DeviceState.OFFLINE})
+        offline = replace(self._status(), state=DeviceState.OFFLINE)
         client.will_set(self._topic(Channel.STATUS), offline.to_bytes(), qos=1, retain=True)
         # paho annotates the delays as int; it sleeps on them, so a float works.
         client.reconnect_delay_set(0.5, 10)  # type: ignore[arg-type]
@@ -169,7 +170,7 @@ class MqttLink:
         with self._lock:
             self._stopping = True
         if self.connected:
-            offline = self._status().model_copy(update={"state": DeviceState.OFFLINE})
+            offline = replace(self._status(), state=DeviceState.OFFLINE)
             info = self._client.publish(
                 self._topic(Channel.STATUS), offline.to_bytes(), qos=1, retain=True
             )
@@ -184,14 +185,14 @@ class MqttLink:
         self._connected.clear()
 
     def publish(
-        self, channel: Channel, message: BaseModel, *, qos: int = 1, retain: bool = False
+        self, channel: Channel, message: Record, *, qos: int = 1, retain: bool = False
     ) -> bool:
         """Publish a message. QoS 1 messages are queued while disconnected and sent on reconnect.
 
         Returns True when the message went out on a live connection.
         """
         info = self._client.publish(
-            self._topic(channel), message.model_dump_json().encode(), qos=qos, retain=retain
+            self._topic(channel), to_json(message).encode(), qos=qos, retain=retain
         )
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
@@ -262,7 +263,7 @@ class MqttLink:
         try:
             channel = topics.parse(message.topic).channel
             if channel is Channel.DESIRED:
-                desired = DesiredState.model_validate_json(message.payload)
+                desired = from_json(DesiredState, message.payload)
                 log.info(
                     "desired state received: %s %s (deployment %s)",
                     desired.model,
@@ -271,6 +272,6 @@ class MqttLink:
                 )
                 self._on_desired(desired)
             elif channel is Channel.ACK:
-                self._on_ack(Ack.model_validate_json(message.payload))
-        except (ValidationError, topics.TopicError) as exc:
+                self._on_ack(from_json(Ack, message.payload))
+        except (DecodeError, topics.TopicError) as exc:
             log.warning("ignoring a malformed message on %s: %s", message.topic, exc)

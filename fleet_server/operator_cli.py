@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from edgefleet.codec import encode
 from edgefleet.protocol.messages import HealthPolicy
 from fleet_server.cli import JsonOpt, ServerOpt, TokenOpt, _parse_label, _print_json
 from fleet_server.client import DEFAULT_SERVER, FleetClient
@@ -285,7 +286,7 @@ def rollout_start(
             "model": model,
             "version": version,
             "strategy": spec,
-            "health": health.model_dump(mode="json"),
+            "health": encode(health),
             "require_approval": approval,
         },
     )

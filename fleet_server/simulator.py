@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edgefleet.codec import from_json
 from edgefleet.protocol.messages import (
     DeploymentPhase,
     DesiredState,
@@ -311,7 +312,7 @@ class SimDevice:
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if not message.payload:
             return
-        desired = DesiredState.model_validate_json(message.payload)
+        desired = from_json(DesiredState, message.payload)
         with self._lock:
             self.received.append(
                 Received(

@@ -1,4 +1,5 @@
-"""Hardware profiles: declarative deployment targets, read from YAML and checked by pydantic.
+"""Hardware profiles: declarative deployment targets, read from YAML and checked by
+:mod:`edgefleet.codec`.
 
 >>> from hardware_profiles import load_profile
 >>> load_profile("raspberry-pi/4b").preferred_precision

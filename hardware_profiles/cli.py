@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from edgefleet.codec import to_json
 from hardware_profiles.loader import (
     PROFILE_SUFFIXES,
     ProfileError,
@@ -79,7 +80,7 @@ def show_command(
     """Show one profile in full, with the features derived from it."""
     profile = load_profile(tag)
     if as_json:
-        typer.echo(profile.model_dump_json(indent=2))
+        typer.echo(to_json(profile, indent=2))
         return
     console = Console()
     source = escape(profile_source(tag))

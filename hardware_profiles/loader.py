@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
+from edgefleet.codec import DecodeError, decode, encode
 from edgefleet.errors import EdgefleetError
 from hardware_profiles.schema import HardwareProfile
 
@@ -36,48 +35,6 @@ class ProfileError(EdgefleetError):
     """A profile is unknown, or a profile file is unreadable or invalid."""
 
     http_status = 422
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else part
-    return text or "(top level)"
-
-
-def _model_at(loc: Sequence[int | str]) -> type[BaseModel] | None:
-    """The pydantic model that holds the last element of ``loc``, if one does."""
-    model: type[BaseModel] = HardwareProfile
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    return model
-
-
-def _reason(error: Any) -> str:
-    kind = error.get("type")
-    loc = tuple(error.get("loc", ()))
-    if kind == "extra_forbidden":
-        model = _model_at(loc)
-        allowed = ", ".join(model.model_fields) if model is not None else ""
-        reason = "unknown field, extra fields not permitted"
-        return f"{reason} (allowed: {allowed})" if allowed else reason
-    message = str(error.get("msg", "invalid"))
-    return message.removeprefix("Value error, ")
-
-
-def describe_validation_error(source: str, exc: ValidationError) -> str:
-    """``source: field a.b: reason; field c: reason``: every problem, on one line."""
-    problems = [f"field {_field_path(tuple(err['loc']))}: {_reason(err)}" for err in exc.errors()]
-    return f"{source}: " + "; ".join(problems)
 
 
 def parse_profile(text: str, source: str) -> HardwareProfile:
@@ -98,9 +55,9 @@ def parse_profile(text: str, source: str) -> HardwareProfile:
             f"{source}: expected a mapping of profile fields, got {type(data).__name__}"
         )
     try:
-        return HardwareProfile.model_validate(data)
-    except ValidationError as exc:
-        raise ProfileError(describe_validation_error(source, exc)) from exc
+        return decode(HardwareProfile, data)
+    except DecodeError as exc:  # every problem, on one line: "field a.b: reason; field c: ..."
+        raise ProfileError(f"{source}: {exc}") from exc
 
 
 def _read(path: Path | Traversable, source: str) -> HardwareProfile:
@@ -143,7 +100,7 @@ _ProfileDumper.add_representer(str, _represent_str)
 
 def dump_profile(profile: HardwareProfile) -> str:
     """The profile as YAML that :func:`parse_profile` reads back to an equal profile."""
-    data = profile.model_dump(mode="json", exclude_none=True)
+    data = encode(profile, exclude_none=True)
     return yaml.dump(data, Dumper=_ProfileDumper, sort_keys=False, allow_unicode=True, width=88)
 
 

@@ -23,10 +23,11 @@ Example (``hardware_profiles/profiles/raspberry-pi-4b.yaml``)::
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from edgefleet.codec import Extra, Record, spec
 
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9.-]*$")
 
@@ -65,87 +66,109 @@ class QuantScheme(StrEnum):
     NONE = "none"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Frozen(Record):
+    """Profiles are read-only, and a key the schema does not know is an error (a typo)."""
+
+    extra_fields: ClassVar[Extra] = "forbid"
 
 
+@dataclass(frozen=True, kw_only=True)
 class HardwareFacts(_Frozen):
     """Declared facts about the device. Read-only."""
 
-    cores: int = Field(ge=1)
-    memory_mb: int | None = Field(default=None, ge=1, description="Application RAM in MiB.")
-    cpu: str = Field(description="CPU core name, e.g. Cortex-A72.")
+    cores: int = field(metadata=spec(ge=1))
+    memory_mb: int | None = field(
+        default=None, metadata=spec(ge=1, description="Application RAM in MiB.")
+    )
+    cpu: str = field(metadata=spec(description="CPU core name, e.g. Cortex-A72."))
     cpu_features: tuple[str, ...] = ()
-    accelerator_name: str | None = Field(default=None, description="e.g. Ampere GPU, Hexagon.")
-    ram_kb: int | None = Field(default=None, ge=1, description="SRAM for microcontrollers.")
-    flash_kb: int | None = Field(default=None, ge=1, description="Flash for microcontrollers.")
+    accelerator_name: str | None = field(
+        default=None, metadata=spec(description="e.g. Ampere GPU, Hexagon.")
+    )
+    ram_kb: int | None = field(
+        default=None, metadata=spec(ge=1, description="SRAM for microcontrollers.")
+    )
+    flash_kb: int | None = field(
+        default=None, metadata=spec(ge=1, description="Flash for microcontrollers.")
+    )
 
 
+@dataclass(frozen=True, kw_only=True)
 class Execution(_Frozen):
     """Runtime back-ends in fallback order: the first that loads is used."""
 
-    providers: tuple[str, ...] = Field(
-        default=(), description="onnxruntime execution providers, first preferred."
+    providers: tuple[str, ...] = field(
+        default=(), metadata=spec(description="onnxruntime execution providers, first preferred.")
     )
-    delegates: tuple[str, ...] = Field(default=(), description="LiteRT delegates, first preferred.")
-    allow_cpu_fallback: bool = Field(
+    delegates: tuple[str, ...] = field(
+        default=(), metadata=spec(description="LiteRT delegates, first preferred.")
+    )
+    allow_cpu_fallback: bool = field(
         default=True,
-        description="Whether ops the accelerator cannot run may fall back to the CPU.",
+        metadata=spec(
+            description="Whether ops the accelerator cannot run may fall back to the CPU."
+        ),
     )
-    accelerator_ops: tuple[str, ...] = Field(
+    accelerator_ops: tuple[str, ...] = field(
         default=(),
-        description="Op types the accelerator runs (ONNX op types for onnxruntime targets, "
-        "TFLite builtin op names for LiteRT ones); other ops fall back to the CPU. Empty: "
-        "not declared, every op the runtime has runs on the target (a CPU target).",
+        metadata=spec(
+            description="Op types the accelerator runs (ONNX op types for onnxruntime targets, "
+            "TFLite builtin op names for LiteRT ones); other ops fall back to the CPU. Empty: "
+            "not declared, every op the runtime has runs on the target (a CPU target)."
+        ),
     )
 
 
+@dataclass(frozen=True, kw_only=True)
 class Quantization(_Frozen):
     scheme: QuantScheme
     per_channel: bool = True
     activations: Literal["int8", "uint8"] = "uint8"
     weights: Literal["int8", "uint8"] = "int8"
-    int8_io: bool = Field(default=False, description="Model inputs and outputs are int8 too.")
+    int8_io: bool = field(
+        default=False, metadata=spec(description="Model inputs and outputs are int8 too.")
+    )
 
 
+@dataclass(frozen=True, kw_only=True)
 class Budgets(_Frozen):
-    max_model_bytes: int | None = Field(default=None, ge=1)
-    max_arena_bytes: int | None = Field(default=None, ge=1, description="Tensor arena (MCU).")
+    max_model_bytes: int | None = field(default=None, metadata=spec(ge=1))
+    max_arena_bytes: int | None = field(
+        default=None, metadata=spec(ge=1, description="Tensor arena (MCU).")
+    )
 
 
+@dataclass(frozen=True, kw_only=True)
 class Defaults(_Frozen):
     """Tunable defaults: the only block a user is expected to change."""
 
-    threads: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=1, ge=1)
+    threads: int = field(default=1, metadata=spec(ge=1))
+    batch_size: int = field(default=1, metadata=spec(ge=1))
 
 
+@dataclass(frozen=True, kw_only=True)
 class HardwareProfile(_Frozen):
-    tag: str = Field(
-        description="Identity, 'vendor-or-family/model', e.g. raspberry-pi/4b.",
-        json_schema_extra={"pattern": TAG_PATTERN.pattern},
+    tag: str = field(
+        metadata=spec(
+            pattern=TAG_PATTERN.pattern,
+            message="must look like 'family/model' in lower case, e.g. raspberry-pi/4b",
+            description="Identity, 'vendor-or-family/model', e.g. raspberry-pi/4b.",
+        )
     )
     name: str
     description: str = ""
-    arch: str = Field(description="Instruction set: x86_64, aarch64, armv7e-m, ...")
+    arch: str = field(metadata=spec(description="Instruction set: x86_64, aarch64, armv7e-m, ..."))
     accelerator: Accelerator
     runtime: Runtime
     format: ArtifactFormat
     hardware: HardwareFacts
     execution: Execution
-    precisions: tuple[Precision, ...] = Field(
-        min_length=1, description="Supported precisions, most preferred first."
+    precisions: tuple[Precision, ...] = field(
+        metadata=spec(min_length=1, description="Supported precisions, most preferred first.")
     )
     quantization: Quantization
     budgets: Budgets = Budgets()
     defaults: Defaults = Defaults()
-
-    @field_validator("tag")
-    @classmethod
-    def _tag_shape(cls, value: str) -> str:
-        if not TAG_PATTERN.match(value):
-            raise ValueError("must look like 'family/model' in lower case, e.g. raspberry-pi/4b")
-        return value
 
     @property
     def preferred_precision(self) -> Precision:

@@ -14,6 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
+from edgefleet.codec_schema import json_schema
 from hardware_profiles.schema import HardwareProfile
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 def schema_text() -> str:
     """The JSON Schema of :class:`HardwareProfile`, as committed (2-space indent, newline)."""
-    schema = {"$schema": JSON_SCHEMA_DIALECT, **HardwareProfile.model_json_schema()}
+    schema = {"$schema": JSON_SCHEMA_DIALECT, **json_schema(HardwareProfile)}
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 

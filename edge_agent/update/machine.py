@@ -32,7 +32,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_agent.errors import UpdateError
@@ -630,9 +630,7 @@ class Updater:
         )
         self._slot.swap(adopted)
         if self.state.active is not None:
-            self.state.active = self.state.active.model_copy(
-                update={"deployment_id": desired.deployment_id}
-            )
+            self.state.active = replace(self.state.active, deployment_id=desired.deployment_id)
         deployment = Deployment(desired=desired, state=State.COMMITTED, previous=self.state.active)
         self.state.deployment = deployment
         self._store.save(self.state)

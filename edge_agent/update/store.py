@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from edge_agent.update.states import State
+from edgefleet.codec import DecodeError, Record, from_json, to_json
 from edgefleet.protocol.messages import DesiredState
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,8 @@ STATE_FILE = "state.json"
 MAX_FAILED = 50
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class ActiveModel(_Model):
+@dataclass(frozen=True, kw_only=True)
+class ActiveModel(Record):
     deployment_id: str
     model: str
     version: str
@@ -37,11 +34,12 @@ class ActiveModel(_Model):
     path: str
 
 
-class Deployment(_Model):
+@dataclass(kw_only=True)
+class Deployment(Record):
     desired: DesiredState
     state: State = State.IDLE
     detail: str = ""
-    entries: dict[str, int] = Field(default_factory=dict)
+    entries: dict[str, int] = field(default_factory=dict)
     previous: ActiveModel | None = None
     candidate: ActiveModel | None = None
 
@@ -50,10 +48,11 @@ class Deployment(_Model):
         return self.desired.deployment_id
 
 
-class AgentState(_Model):
+@dataclass(kw_only=True)
+class AgentState(Record):
     active: ActiveModel | None = None
     deployment: Deployment | None = None
-    failed: dict[str, str] = Field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
     def remember_failure(self, deployment_id: str, detail: str) -> None:
         self.failed[deployment_id] = detail
@@ -69,8 +68,8 @@ class StateStore:
         if not self.path.exists():
             return AgentState()
         try:
-            return AgentState.model_validate_json(self.path.read_bytes())
-        except (ValidationError, OSError) as exc:
+            return from_json(AgentState, self.path.read_bytes())
+        except (DecodeError, OSError) as exc:
             broken = self.path.with_suffix(".json.corrupt")
             log.error("%s is unreadable (%s); kept as %s, starting empty", self.path, exc, broken)
             self.path.replace(broken)
@@ -80,7 +79,7 @@ class StateStore:
         """Write to a temporary file, fsync it, rename over state.json, fsync the directory."""
         tmp = self.path.with_suffix(".json.tmp")
         with tmp.open("wb") as handle:
-            handle.write(state.model_dump_json(indent=2).encode())
+            handle.write(to_json(state, indent=2).encode())
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(self.path)

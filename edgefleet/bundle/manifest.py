@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from edgefleet.codec import Extra, Record, encode, spec
 
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "signature.json"
@@ -27,10 +28,15 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
+class _Frozen(Record):
+    extra_fields: ClassVar[Extra] = "forbid"
+
+
+@dataclass(frozen=True, kw_only=True)
 class QuantParams(_Frozen):
     """Affine quantization of an int8/uint8 tensor: real = scale * (q - zero_point).
 
@@ -44,27 +50,35 @@ class QuantParams(_Frozen):
     zero_point: int
 
 
+@dataclass(frozen=True, kw_only=True)
 class TensorSpec(_Frozen):
     name: str
-    dtype: str = Field(description="numpy dtype name: float32, float16, int8, uint8, int64, ...")
-    shape: tuple[int | str, ...] = Field(description="Dimensions; a string names a dynamic axis.")
+    dtype: str = field(
+        metadata=spec(description="numpy dtype name: float32, float16, int8, uint8, int64, ...")
+    )
+    shape: tuple[int | str, ...] = field(
+        metadata=spec(description="Dimensions; a string names a dynamic axis.")
+    )
     quantization: QuantParams | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class ModelInterface(_Frozen):
-    inputs: tuple[TensorSpec, ...] = Field(min_length=1)
-    outputs: tuple[TensorSpec, ...] = Field(min_length=1)
+    inputs: tuple[TensorSpec, ...] = field(metadata=spec(min_length=1))
+    outputs: tuple[TensorSpec, ...] = field(metadata=spec(min_length=1))
     preprocessing: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
 class PassRecord(_Frozen):
     """One compiler pass that produced this artifact, with the digest of its config."""
 
     name: str
     config_digest: str
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
 class Lineage(_Frozen):
     source_model_sha256: str
     calibration_data_sha256: str | None = None
@@ -74,95 +88,109 @@ class Lineage(_Frozen):
     seed: int | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class Candidate(_Frozen):
     """One variant the compiler tried for a profile, and what it measured."""
 
-    name: str = Field(description="e.g. int8-static-qdq, int8-static-qdq-excl-3, fp16, fp32")
+    name: str = field(
+        metadata=spec(description="e.g. int8-static-qdq, int8-static-qdq-excl-3, fp16, fp32")
+    )
     precision: Literal["fp32", "fp16", "int8"]
-    size_bytes: int = Field(ge=0)
+    size_bytes: int = field(metadata=spec(ge=0))
     host_latency_ms: float | None = None
-    metric: str = Field(description="top1_agreement, max_abs_error, cosine or a user metric")
+    metric: str = field(
+        metadata=spec(description="top1_agreement, max_abs_error, cosine or a user metric")
+    )
     metric_value: float | None = None
     excluded_nodes: tuple[str, ...] = ()
     accepted: bool
-    reason: str = Field(description="Why it was accepted, rejected or chosen.")
+    reason: str = field(metadata=spec(description="Why it was accepted, rejected or chosen."))
 
 
+@dataclass(frozen=True, kw_only=True)
 class Evidence(_Frozen):
-    size_bytes: int = Field(ge=0)
-    float_size_bytes: int | None = Field(default=None, ge=0)
-    max_abs_error: float | None = Field(default=None, description="Versus the float model.")
-    top1_agreement: float | None = Field(default=None, description="Versus the float model.")
-    accuracy_delta: float | None = Field(
-        default=None, description="Task accuracy minus the float model's, on the eval set."
+    size_bytes: int = field(metadata=spec(ge=0))
+    float_size_bytes: int | None = field(default=None, metadata=spec(ge=0))
+    max_abs_error: float | None = field(
+        default=None, metadata=spec(description="Versus the float model.")
     )
-    host_latency_ms: float | None = Field(default=None, description="Batch 1, median, on host.")
+    top1_agreement: float | None = field(
+        default=None, metadata=spec(description="Versus the float model.")
+    )
+    accuracy_delta: float | None = field(
+        default=None,
+        metadata=spec(description="Task accuracy minus the float model's, on the eval set."),
+    )
+    host_latency_ms: float | None = field(
+        default=None, metadata=spec(description="Batch 1, median, on host.")
+    )
     fallback_ops: tuple[str, ...] = ()
-    candidates: tuple[Candidate, ...] = Field(
-        default=(), description="Every variant tried, in the order tried."
+    candidates: tuple[Candidate, ...] = field(
+        default=(), metadata=spec(description="Every variant tried, in the order tried.")
     )
-    excluded_nodes: tuple[str, ...] = Field(
-        default=(), description="Nodes kept in float because quantizing them broke the bound."
+    excluded_nodes: tuple[str, ...] = field(
+        default=(),
+        metadata=spec(description="Nodes kept in float because quantizing them broke the bound."),
     )
-    selection: str = Field(default="", description="Why the shipped variant won.")
-    tensor_arena_bytes: int | None = Field(
-        default=None, ge=0, description="Microcontrollers: the tensor arena estimate (SRAM)."
+    selection: str = field(default="", metadata=spec(description="Why the shipped variant won."))
+    tensor_arena_bytes: int | None = field(
+        default=None,
+        metadata=spec(ge=0, description="Microcontrollers: the tensor arena estimate (SRAM)."),
     )
-    flash_bytes: int | None = Field(
-        default=None, ge=0, description="Microcontrollers: the model bytes kept in flash."
+    flash_bytes: int | None = field(
+        default=None,
+        metadata=spec(ge=0, description="Microcontrollers: the model bytes kept in flash."),
     )
 
 
+@dataclass(frozen=True, kw_only=True)
 class GoldenSamples(_Frozen):
     """Inputs with expected outputs, re-checked on the device after install."""
 
     file: str = GOLDEN_FILE
-    count: int = Field(ge=1)
-    atol: float = Field(ge=0)
-    rtol: float = Field(default=0.0, ge=0)
+    count: int = field(metadata=spec(ge=1))
+    atol: float = field(metadata=spec(ge=0))
+    rtol: float = field(default=0.0, metadata=spec(ge=0))
 
 
+@dataclass(frozen=True, kw_only=True)
 class FileEntry(_Frozen):
-    sha256: str
-    size: int = Field(ge=0)
-
-    @field_validator("sha256")
-    @classmethod
-    def _hex(cls, value: str) -> str:
-        if not _SHA256.match(value):
-            raise ValueError("must be 64 lower-case hex digits")
-        return value
+    sha256: str = field(
+        metadata=spec(pattern=_SHA256.pattern, message="must be 64 lower-case hex digits")
+    )
+    size: int = field(metadata=spec(ge=0))
 
 
+@dataclass(frozen=True, kw_only=True)
 class Manifest(_Frozen):
     schema_version: Literal[1] = 1
-    name: str = Field(pattern=NAME_PATTERN.pattern)
-    version: str
+    name: str = field(metadata=spec(pattern=NAME_PATTERN.pattern))
+    version: str = field(
+        metadata=spec(
+            pattern=SEMVER_PATTERN.pattern, message="must be a semantic version such as 1.2.0"
+        )
+    )
     profile: str
     format: Literal["onnx", "tflite"]
     precision: Literal["fp32", "fp16", "int8"]
     model_file: str
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = field(default_factory=_utc_now)
     interface: ModelInterface
     lineage: Lineage
     evidence: Evidence
     golden: GoldenSamples
-    files: dict[str, FileEntry] = Field(default_factory=dict)
-
-    @field_validator("version")
-    @classmethod
-    def _semver(cls, value: str) -> str:
-        if not SEMVER_PATTERN.match(value):
-            raise ValueError("must be a semantic version such as 1.2.0")
-        return value
+    files: dict[str, FileEntry] = field(default_factory=dict)
 
     def canonical_bytes(self) -> bytes:
         """The exact bytes that are hashed and signed: sorted keys, no whitespace."""
-        data = self.model_dump(mode="json")
+        data = encode(self)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+@dataclass(frozen=True, kw_only=True)
 class Signature(_Frozen):
     algorithm: Literal["ed25519"] = "ed25519"
     key_id: str
-    signature: str = Field(description="base64 of the signature over Manifest.canonical_bytes().")
+    signature: str = field(
+        metadata=spec(description="base64 of the signature over Manifest.canonical_bytes().")
+    )

@@ -8,17 +8,15 @@ or to any file it lists, is detected.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
-import json
 import shutil
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-
-from pydantic import ValidationError
 
 from edgefleet.bundle.manifest import (
     MANIFEST_FILE,
@@ -28,6 +26,7 @@ from edgefleet.bundle.manifest import (
     Signature,
 )
 from edgefleet.bundle.signing import SigningKey, VerifyKey
+from edgefleet.codec import DecodeError, from_json, to_json
 from edgefleet.errors import EdgefleetError
 
 _META_FILES = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
@@ -77,11 +76,11 @@ def seal_bundle(directory: Path, manifest: Manifest, key: SigningKey) -> Manifes
     for required in (manifest.model_file, manifest.golden.file):
         if required not in files:
             raise BundleError(required, "named in the manifest but not in the bundle directory")
-    sealed = manifest.model_copy(update={"files": files})
+    sealed = dataclasses.replace(manifest, files=files)
     data = sealed.canonical_bytes()
     (directory / MANIFEST_FILE).write_bytes(data)
     signature = Signature(key_id=key.key_id, signature=key.sign(data))
-    (directory / SIGNATURE_FILE).write_text(signature.model_dump_json(indent=2) + "\n")
+    (directory / SIGNATURE_FILE).write_text(to_json(signature, indent=2) + "\n")
     return sealed
 
 
@@ -192,14 +191,6 @@ def _read_meta(directory: Path, name: str) -> bytes:
 
 def _parse(model: type[_M], name: str, data: bytes) -> _M:
     try:
-        return model.model_validate(json.loads(data))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(name, f"not valid JSON ({exc})") from exc
-    except ValidationError as exc:
-        raise BundleError(name, _first_error(exc)) from exc
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "(root)"
-    return f"field {where}: {error['msg']}"
+        return from_json(model, data)
+    except DecodeError as exc:
+        raise BundleError(name, str(exc)) from exc

@@ -2,7 +2,9 @@
 
 Each sub-command lives in its part's own ``cli`` module, imported only when that command runs:
 ``edgefleet agent run`` on a device loads the agent's CLI and nothing else (no torch, FastAPI,
-SQLAlchemy, nor the other parts' option parsing). ``edgefleet --help`` loads them all to list them.
+SQLAlchemy, nor the other parts' option parsing), and parses its options without typer, whose
+checks load pydantic (:mod:`edgefleet.cli.lean`). ``edgefleet --help`` loads every part to list
+them.
 :func:`main` is the one boundary where a domain error becomes a clean message and exit code 1.
 """
 
@@ -13,9 +15,8 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from edgefleet.cli.lean import lean_command
 from edgefleet.errors import EdgefleetError
 
 # command name -> (module, attribute): a typer sub-app, or a function for a single command.
@@ -33,8 +34,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("fleet_server.cli", "rollout_app"),
     "demo": ("edgefleet.cli.demo", "demo_command"),
 }
-
-_stderr = Console(stderr=True)
 
 
 def build_app(only: str | None = None) -> typer.Typer:
@@ -66,13 +65,27 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _say(text: str) -> None:
+    """One line on stderr; rich is imported here, not by ``edgefleet agent run`` at start."""
+    from rich.console import Console
+
+    Console(stderr=True).print(text, highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     named = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in COMMANDS else None
     try:
-        build_app(named)()
+        # `agent run` is parsed without typer, which would load pydantic (edgefleet/cli/lean.py)
+        lean = lean_command(sys.argv[1:])
+        if lean is not None:
+            lean()
+        else:
+            build_app(named)()
     except EdgefleetError as exc:
-        _stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        _say(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(1)
     except KeyboardInterrupt:
-        _stderr.print("interrupted")
+        _say("interrupted")
         sys.exit(130)

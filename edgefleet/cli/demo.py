@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.bundle import MANIFEST_FILE, Manifest
+from edgefleet.codec import from_json
 from edgefleet.errors import EdgefleetError
 
 PROFILE = "x86-64/avx512-vnni"
@@ -271,7 +272,7 @@ def _print_fleet(
 
 
 def _print_evidence(bundle_dir: Path, log: Path) -> None:
-    manifest = Manifest.model_validate_json((bundle_dir / MANIFEST_FILE).read_bytes())
+    manifest = from_json(Manifest, (bundle_dir / MANIFEST_FILE).read_bytes())
     evidence = manifest.evidence
     facts = [f"{manifest.precision}, {evidence.size_bytes / 1024:.1f} KiB"]
     if evidence.float_size_bytes:

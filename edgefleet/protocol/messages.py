@@ -1,20 +1,23 @@
-"""Typed MQTT payloads shared by agent and server. JSON on the wire."""
+"""Typed MQTT payloads shared by agent and server. JSON on the wire.
+
+Frozen dataclasses read and written by :mod:`edgefleet.codec` (``decode``/``from_json`` in,
+``to_bytes`` out); keys a message does not know are ignored, so either side may add fields.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from edgefleet.codec import Record, spec, to_json
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
+class _Message(Record):
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        return to_json(self).encode()
 
 
 def now() -> float:
@@ -26,6 +29,7 @@ class DeviceState(StrEnum):
     OFFLINE = "offline"
 
 
+@dataclass(frozen=True, kw_only=True)
 class Status(_Message):
     """Retained on ``status``; the Last Will publishes ``state=offline``."""
 
@@ -33,9 +37,10 @@ class Status(_Message):
     profile: str | None = None
     active_version: str | None = None
     agent_version: str | None = None
-    ts: float = Field(default_factory=now)
+    ts: float = field(default_factory=now)
 
 
+@dataclass(frozen=True, kw_only=True)
 class HealthPolicy(_Message):
     """How a device judges a freshly activated model before committing it.
 
@@ -43,47 +48,56 @@ class HealthPolicy(_Message):
     requests when traffic allows) and rolls back by itself when a bound is crossed.
     """
 
-    window_s: float = Field(default=30.0, ge=0)
-    min_requests: int = Field(default=0, ge=0)
-    max_error_rate: float = Field(default=0.05, ge=0, le=1)
-    max_latency_ratio: float | None = Field(
-        default=3.0, gt=0, description="p95 latency of new over old model; None = no bound."
+    window_s: float = field(default=30.0, metadata=spec(ge=0))
+    min_requests: int = field(default=0, metadata=spec(ge=0))
+    max_error_rate: float = field(default=0.05, metadata=spec(ge=0, le=1))
+    max_latency_ratio: float | None = field(
+        default=3.0,
+        metadata=spec(gt=0, description="p95 latency of new over old model; None = no bound."),
     )
     allow_nan: bool = False
 
 
+@dataclass(frozen=True, kw_only=True)
 class Artifact(_Message):
     """Where a device fetches one bundle and how it checks the download."""
 
     model: str
     version: str
-    artifact_url: str = Field(description="Path on the fleet server, e.g. /api/v1/artifacts/3")
-    sha256: str = Field(description="sha256 of the bundle tar")
-    size: int = Field(ge=0)
+    artifact_url: str = field(
+        metadata=spec(description="Path on the fleet server, e.g. /api/v1/artifacts/3")
+    )
+    sha256: str = field(metadata=spec(description="sha256 of the bundle tar"))
+    size: int = field(metadata=spec(ge=0))
 
 
+@dataclass(frozen=True, kw_only=True)
 class ShadowSpec(_Message):
     """A candidate model to run beside the active one, on a sampled share of requests."""
 
     artifact: Artifact
-    sample_rate: float = Field(default=1.0, gt=0, le=1)
+    sample_rate: float = field(default=1.0, metadata=spec(gt=0, le=1))
 
 
+@dataclass(frozen=True, kw_only=True)
 class DesiredState(_Message):
     """Retained on ``desired``: the model a device should run (and, optionally, shadow)."""
 
     deployment_id: str
     model: str
     version: str
-    artifact_url: str = Field(description="Path on the fleet server, e.g. /api/v1/artifacts/3")
-    sha256: str = Field(description="sha256 of the bundle tar")
-    size: int = Field(ge=0)
-    rollback: bool = Field(
-        default=False, description="An explicit rollback: installing an older version is allowed."
+    artifact_url: str = field(
+        metadata=spec(description="Path on the fleet server, e.g. /api/v1/artifacts/3")
     )
-    health: HealthPolicy = Field(default_factory=HealthPolicy)
+    sha256: str = field(metadata=spec(description="sha256 of the bundle tar"))
+    size: int = field(metadata=spec(ge=0))
+    rollback: bool = field(
+        default=False,
+        metadata=spec(description="An explicit rollback: installing an older version is allowed."),
+    )
+    health: HealthPolicy = field(default_factory=HealthPolicy)
     shadow: ShadowSpec | None = None
-    ts: float = Field(default_factory=now)
+    ts: float = field(default_factory=now)
 
 
 class DeploymentPhase(StrEnum):
@@ -103,6 +117,7 @@ class DeploymentPhase(StrEnum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True, kw_only=True)
 class Report(_Message):
     """Deployment progress, from device to server.
 
@@ -117,9 +132,10 @@ class Report(_Message):
     detail: str = ""
     active_model: str | None = None
     active_version: str | None = None
-    ts: float = Field(default_factory=now)
+    ts: float = field(default_factory=now)
 
 
+@dataclass(frozen=True, kw_only=True)
 class LatencySummary(_Message):
     count: int = 0
     p50_ms: float | None = None
@@ -127,6 +143,7 @@ class LatencySummary(_Message):
     max_ms: float | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class Histogram(_Message):
     """Counts per bucket: ``counts[i]`` counts values <= ``bounds[i]``; the last count is the
     overflow above the last bound (so ``len(counts) == len(bounds) + 1``)."""
@@ -135,24 +152,30 @@ class Histogram(_Message):
     counts: tuple[int, ...]
 
 
+@dataclass(frozen=True, kw_only=True)
 class FeatureSketch(_Message):
     """A mergeable summary of one feature (input) or output over a telemetry window."""
 
-    index: int = Field(ge=0, description="Flat position in the example (or output vector).")
-    count: int = Field(ge=0)
+    index: int = field(
+        metadata=spec(ge=0, description="Flat position in the example (or output vector).")
+    )
+    count: int = field(metadata=spec(ge=0))
     mean: float
-    m2: float = Field(ge=0, description="Sum of squared deviations (Welford), for the variance.")
+    m2: float = field(
+        metadata=spec(ge=0, description="Sum of squared deviations (Welford), for the variance.")
+    )
     min: float
     max: float
     histogram: Histogram | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class ShadowStats(_Message):
     """How a shadow candidate compared with the active model over a window."""
 
     model: str
     version: str
-    compared: int = Field(ge=0)
+    compared: int = field(metadata=spec(ge=0))
     top1_agreement: float | None = None
     mean_abs_diff: float | None = None
     latency_p50_ms: float | None = None
@@ -160,6 +183,7 @@ class ShadowStats(_Message):
     errors: int = 0
 
 
+@dataclass(frozen=True, kw_only=True)
 class Telemetry(_Message):
     window_s: float
     requests: int
@@ -177,26 +201,33 @@ class Telemetry(_Message):
     shadow: ShadowStats | None = None
     input_sketches: tuple[FeatureSketch, ...] = ()
     output_sketches: tuple[FeatureSketch, ...] = ()
-    ts: float = Field(default_factory=now)
+    ts: float = field(default_factory=now)
 
 
+@dataclass(frozen=True, kw_only=True)
 class PredictionRecord(_Message):
-    seq: int = Field(ge=1, description="Per-device sequence number, gap-free, from 1.")
+    seq: int = field(
+        metadata=spec(ge=1, description="Per-device sequence number, gap-free, from 1.")
+    )
     record_id: str
     model: str
     model_version: str
     artifact_sha256: str
     input_digest: str
-    input: Any | None = Field(default=None, description="The input itself, for sampled records.")
+    input: Any | None = field(
+        default=None, metadata=spec(description="The input itself, for sampled records.")
+    )
     output: Any
     latency_ms: float
     ts: float
 
 
+@dataclass(frozen=True, kw_only=True)
 class PredictionBatch(_Message):
-    records: tuple[PredictionRecord, ...] = Field(min_length=1)
+    records: tuple[PredictionRecord, ...] = field(metadata=spec(min_length=1))
 
 
+@dataclass(frozen=True, kw_only=True)
 class Ack(_Message):
     """Sequence numbers the server has stored durably, as inclusive ``(first, last)`` ranges.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 
+from edgefleet.codec import decode, encode
 from edgefleet.protocol.messages import Artifact, DesiredState, HealthPolicy, ShadowSpec
 from fleet_server.devices.tables import DeviceRow
 from fleet_server.models.tables import ArtifactRow
@@ -59,11 +60,11 @@ def write_desired(
     device.desired_artifact_id = artifact.id
     device.deployment_id = desired.deployment_id
     device.desired_at = desired.ts
-    device.desired_state = desired.model_dump(mode="json")
+    device.desired_state = encode(desired)
     return desired
 
 
 def stored_desired(device: DeviceRow) -> DesiredState | None:
     if device.desired_state is None:
         return None
-    return DesiredState.model_validate(device.desired_state)
+    return decode(DesiredState, device.desired_state)

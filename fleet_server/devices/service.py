@@ -7,6 +7,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
+from edgefleet.codec import decode
 from edgefleet.protocol.messages import DesiredState
 from fleet_server.devices.desired import write_desired
 from fleet_server.devices.tables import DeviceRow, EnrolmentTokenRow
@@ -90,7 +91,7 @@ def all_desired_states(session: Session) -> list[tuple[str, DesiredState]]:
             DeviceRow.desired_state.is_not(None)
         )
     )
-    return [(device_id, DesiredState.model_validate(state)) for device_id, state in rows]
+    return [(device_id, decode(DesiredState, state)) for device_id, state in rows]
 
 
 def matches(labels: dict[str, object], selector: dict[str, object]) -> bool:

@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from edgefleet.codec import to_json
 from edgefleet.protocol.messages import (
     DeploymentPhase,
     DeviceState,
@@ -77,7 +78,7 @@ class Incoming:
 
     def json_text(self) -> str:
         """The message as JSON text: what the device sent, without a dump and re-encode."""
-        return self.raw.decode() if self.raw else self.message.model_dump_json()
+        return self.raw.decode() if self.raw else to_json(self.message)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgefleet.bundle import BundleError, VerifyKey, unpack_bundle, verify_bundle
+from edgefleet.codec import encode
 from fleet_server.errors import ConflictError, InvalidBundleError, NotFoundError
 from fleet_server.models.semver import check_semver, sort_key
 from fleet_server.models.tables import AliasRow, ArtifactRow
@@ -61,7 +62,7 @@ def register_bundle(
         sha256=sha256,
         size=size,
         key_id=verified.key_id,
-        manifest=manifest.model_dump(mode="json"),
+        manifest=encode(manifest),
         uploaded_at=time.time(),
     )
     session.add(row)

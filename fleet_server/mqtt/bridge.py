@@ -33,10 +33,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from edgefleet.codec import DecodeError, from_json
 from edgefleet.protocol import topics
 from edgefleet.protocol.messages import (
     Ack,
@@ -348,13 +348,13 @@ class MqttBridge:
         if model is None or not item.payload:  # an empty payload clears a retained message
             return None
         try:
-            return parsed.device_id, model.model_validate_json(item.payload)
-        except ValidationError as exc:
+            return parsed.device_id, from_json(model, item.payload)
+        except DecodeError as exc:
             log.warning(
                 "dropped a malformed %s message from %r: %s",
                 parsed.channel,
                 parsed.device_id,
-                _first(exc),
+                exc,
             )
             return None
 
@@ -366,9 +366,3 @@ class MqttBridge:
                 self._publish_desired(device_id, desired)
         if states:
             log.info("republished the desired state of %d device(s)", len(states))
-
-
-def _first(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "(root)"
-    return f"field {where}: {error['msg']}"

@@ -36,6 +36,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from edgefleet.codec import decode
 from edgefleet.protocol.messages import DeploymentPhase, DesiredState, HealthPolicy
 from fleet_server.cohorts.service import members
 from fleet_server.cohorts.tables import CohortRow
@@ -380,7 +381,7 @@ def _start_wave(
     target = plan.size.devices(len(devices))
     chosen = [d for d in devices if d.device_id not in same_kind][: max(0, target - len(same_kind))]
     _lock_devices(tick.session, [d.device_id for d in chosen])  # reloads them, as locked
-    health = HealthPolicy.model_validate(rollout.health)
+    health = decode(HealthPolicy, rollout.health)
     latest = _latest_by_device(deployments)
     for device in chosen:
         previous = latest.get(device.device_id)
@@ -566,7 +567,7 @@ def _roll_back(
     for wave in waves:
         if WaveStatus(wave.status) in (WaveStatus.PENDING, WaveStatus.RUNNING, WaveStatus.BAKING):
             _finish_wave(tick, wave, WaveEvent.CANCEL, "rollout rolled back")
-    health = HealthPolicy.model_validate(rollout.health)
+    health = decode(HealthPolicy, rollout.health)
     latest = _latest_by_device(deployments)
     to_revert = [
         row

@@ -126,7 +126,7 @@ class WindowSummary:
 def summarize(
     payloads: Iterable[dict[str, Any]], *, shadow_version: str | None = None
 ) -> WindowSummary:
-    """Merge telemetry payloads (``Telemetry.model_dump(mode="json")``)."""
+    """Merge telemetry payloads (``codec.encode(telemetry)``)."""
     out = WindowSummary()
     weighted_p95 = 0.0
     p95_weight = 0

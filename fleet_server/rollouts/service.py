@@ -9,6 +9,7 @@ from collections import Counter
 from sqlalchemy import ColumnElement, Subquery, and_, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from edgefleet.codec import encode
 from edgefleet.protocol.messages import HealthPolicy
 from fleet_server.cohorts.service import get_cohort, members
 from fleet_server.errors import ConflictError, NotFoundError
@@ -63,7 +64,7 @@ def start_rollout(
         version=resolved,
         previous_version=_previous_version(session, cohort_row.name, model),
         strategy=strategy.model_dump(mode="json"),
-        health=health.model_dump(mode="json"),
+        health=encode(health),
         status=(
             RolloutStatus.AWAITING_APPROVAL if require_approval else RolloutStatus.RUNNING
         ).value,

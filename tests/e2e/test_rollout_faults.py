@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from edgefleet.codec import from_json
 from edgefleet.protocol.messages import DesiredState
 from edgefleet.protocol.topics import Channel, topic
 from tests.e2e.rollout_fleet import (
@@ -139,9 +140,7 @@ class DesiredLog:
         def on_message(client: Any, userdata: Any, message: Any) -> None:
             if message.payload:
                 with self.lock:
-                    self.seen[names[message.topic]].append(
-                        DesiredState.model_validate_json(message.payload)
-                    )
+                    self.seen[names[message.topic]].append(from_json(DesiredState, message.payload))
 
         self.client.on_connect, self.client.on_message = on_connect, on_message
         self.client.connect(host, int(port), 30)

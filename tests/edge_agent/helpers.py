@@ -26,6 +26,7 @@ from edgefleet.bundle import (
     pack_bundle,
     seal_bundle,
 )
+from edgefleet.codec import from_json
 from edgefleet.protocol.messages import DesiredState, HealthPolicy
 
 PROFILE = "x86-64/avx512-vnni"
@@ -397,7 +398,7 @@ class FleetSide:
             "telemetry": m.Telemetry,
             "predictions": m.PredictionBatch,
         }
-        parsed = kinds[channel.value].model_validate_json(message.payload)
+        parsed = from_json(kinds[channel.value], message.payload)
         with self.lock:
             self.messages[channel.value].append(parsed)
             if channel.value == "status":

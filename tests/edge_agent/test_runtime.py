@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,8 @@ def test_missing_gpu_providers_fall_back_to_cpu_and_say_so(
 
 
 def test_no_provider_and_no_cpu_fallback_is_an_error(profile: HardwareProfile) -> None:
-    strict = profile.model_copy(
-        update={
-            "execution": Execution(providers=("CUDAExecutionProvider",), allow_cpu_fallback=False)
-        }
+    strict = replace(
+        profile, execution=Execution(providers=("CUDAExecutionProvider",), allow_cpu_fallback=False)
     )
     with pytest.raises(RuntimeBackendError, match="CUDAExecutionProvider"):
         OnnxRuntimeBackend(strict).providers()
@@ -67,10 +66,8 @@ def test_unloadable_model_names_the_file(tmp_path: Path, profile: HardwareProfil
 
 def test_manifest_names_must_match_the_model(tmp_path: Path, profile: HardwareProfile) -> None:
     manifest = manifest_for()
-    spec = manifest.interface.inputs[0].model_copy(update={"name": "pixels"})
-    renamed = manifest.model_copy(
-        update={"interface": manifest.interface.model_copy(update={"inputs": (spec,)})}
-    )
+    spec = replace(manifest.interface.inputs[0], name="pixels")
+    renamed = replace(manifest, interface=replace(manifest.interface, inputs=(spec,)))
     with pytest.raises(RuntimeBackendError, match="pixels"):
         OnnxRuntimeBackend(profile).prepare(write_tiny_onnx(tmp_path / "m.onnx"), renamed)
 

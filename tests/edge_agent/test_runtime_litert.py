@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,12 @@ def coral() -> HardwareProfile:
 
 def tflite_manifest(batch: str | int = "batch") -> Manifest:
     base = manifest_for(profile=CORAL)
-    interface = base.interface.model_copy(
-        update={
-            "inputs": (TensorSpec(name="x", dtype="float32", shape=(batch, IN_FEATURES)),),
-            "outputs": (TensorSpec(name="y", dtype="float32", shape=(batch, 3)),),
-        }
+    interface = replace(
+        base.interface,
+        inputs=(TensorSpec(name="x", dtype="float32", shape=(batch, IN_FEATURES)),),
+        outputs=(TensorSpec(name="y", dtype="float32", shape=(batch, 3)),),
     )
-    return base.model_copy(
-        update={"format": "tflite", "model_file": "model.tflite", "interface": interface}
-    )
+    return replace(base, format="tflite", model_file="model.tflite", interface=interface)
 
 
 def x(count: int, seed: int = 0) -> np.ndarray:
@@ -66,9 +64,7 @@ def test_missing_delegate_falls_back_to_cpu_with_a_log_line(
 def test_no_cpu_fallback_refuses_naming_the_delegate(
     tmp_path: Path, coral: HardwareProfile
 ) -> None:
-    strict = coral.model_copy(
-        update={"execution": coral.execution.model_copy(update={"allow_cpu_fallback": False})}
-    )
+    strict = replace(coral, execution=replace(coral.execution, allow_cpu_fallback=False))
     path = write_tiny_tflite(tmp_path / "model.tflite")
     with pytest.raises(RuntimeBackendError, match=r"no LiteRT delegate is usable.*edgetpu"):
         LiteRtBackend(strict).prepare(path, tflite_manifest())
@@ -144,12 +140,12 @@ def test_bad_files_and_names_are_named(tmp_path: Path, coral: HardwareProfile) -
     with pytest.raises(RuntimeBackendError, match=r"junk\.tflite: LiteRT cannot load"):
         LiteRtBackend(coral).prepare(tmp_path / "junk.tflite", tflite_manifest())
     path = write_tiny_tflite(tmp_path / "model.tflite")
-    renamed = tflite_manifest().model_copy(
-        update={
-            "interface": tflite_manifest().interface.model_copy(
-                update={"inputs": (TensorSpec(name="image", dtype="float32", shape=("b", 4)),)}
-            )
-        }
+    renamed = replace(
+        tflite_manifest(),
+        interface=replace(
+            tflite_manifest().interface,
+            inputs=(TensorSpec(name="image", dtype="float32", shape=("b", 4)),),
+        ),
     )
     with pytest.raises(RuntimeBackendError, match=r"inputs \['image'\].*\['x'\]"):
         LiteRtBackend(coral).prepare(path, renamed)
@@ -208,21 +204,16 @@ def test_int8_io_is_quantized_and_dequantized_with_the_manifest_params(
     tmp_path: Path, coral: HardwareProfile
 ) -> None:
     base = tflite_manifest()
-    interface = base.interface.model_copy(
-        update={
-            "inputs": (
-                TensorSpec(
-                    name="x", dtype="float32", shape=("batch", IN_FEATURES), quantization=IN_Q
-                ),
-            ),
-            "outputs": (
-                TensorSpec(
-                    name="y", dtype="float32", shape=("batch", IN_FEATURES), quantization=OUT_Q
-                ),
-            ),
-        }
+    interface = replace(
+        base.interface,
+        inputs=(
+            TensorSpec(name="x", dtype="float32", shape=("batch", IN_FEATURES), quantization=IN_Q),
+        ),
+        outputs=(
+            TensorSpec(name="y", dtype="float32", shape=("batch", IN_FEATURES), quantization=OUT_Q),
+        ),
     )
-    manifest = base.model_copy(update={"interface": interface})
+    manifest = replace(base, interface=interface)
     model = LiteRtBackend(coral).prepare(write_int8_io_tflite(tmp_path / "q.tflite"), manifest)
     inputs = (x(6) - 0.5) * 4.0
     (y,) = model.run({"x": inputs})

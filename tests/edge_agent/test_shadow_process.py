@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,7 @@ def with_shadow(desired: DesiredState, bundle: BuiltBundle, artifact_id: int) ->
         sha256=bundle.sha256,
         size=bundle.size,
     )
-    return desired.model_copy(update={"shadow": ShadowSpec(artifact=artifact, sample_rate=1.0)})
+    return replace(desired, shadow=ShadowSpec(artifact=artifact, sample_rate=1.0))
 
 
 def reports_of(fleet: FleetSide, deployment_id: str) -> list[Any]:

@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -158,10 +159,10 @@ def test_golden_mismatch_fails_at_staging(rig: Rig) -> None:
 def test_wrong_tar_hash_or_identity_fails(rig: Rig) -> None:
     bundle = build_bundle(rig.workdir, rig.key, version="1.0.0")
     rig.publish(1, bundle)
-    bad_hash = desired_for(bundle, 1, "dep-a").model_copy(update={"sha256": "0" * 64})
+    bad_hash = replace(desired_for(bundle, 1, "dep-a"), sha256="0" * 64)
     assert rig.updater.apply(bad_hash) is Phase.FAILED
     assert rig.reports[-1].detail.startswith("bundle tar: sha256 mismatch")
-    other_version = desired_for(bundle, 1, "dep-b").model_copy(update={"version": "9.9.9"})
+    other_version = replace(desired_for(bundle, 1, "dep-b"), version="9.9.9")
     assert rig.updater.apply(other_version) is Phase.FAILED
     assert "bundle is tiny 1.0.0, desired is tiny 9.9.9" in rig.reports[-1].detail
 
@@ -174,7 +175,7 @@ def test_download_errors(rig: Rig) -> None:
     assert "dep-404" in rig.updater.state.failed
 
     rig.publish(1, bundle)
-    short = desired_for(bundle, 1, "dep-size").model_copy(update={"size": bundle.size - 10})
+    short = replace(desired_for(bundle, 1, "dep-size"), size=bundle.size - 10)
     assert rig.updater.apply(short) is Phase.FAILED
     assert "more than the announced" in rig.reports[-1].detail
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import shutil
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def make_bundle(
         format="onnx",
         precision="fp32",
         model_file="model.onnx",
-        interface=ModelInterface(inputs=(spec,), outputs=(spec.model_copy(update={"name": "y"}),)),
+        interface=ModelInterface(inputs=(spec,), outputs=(replace(spec, name="y"),)),
         lineage=Lineage(
             source_model_sha256=hashlib.sha256(model_bytes).hexdigest(), compiler_version="test"
         ),

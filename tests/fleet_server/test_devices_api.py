@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.codec import decode
 from edgefleet.protocol.messages import DesiredState
 from edgefleet.protocol.topics import Channel, topic
 from fleet_server.settings import FleetSettings
@@ -92,7 +93,7 @@ def test_assign_publishes_the_retained_desired_state(
         headers=fleet.auth,
     )
     assert response.status_code == 200, response.text
-    desired = DesiredState.model_validate(response.json())
+    desired = decode(DesiredState, response.json())
     assert desired.artifact_url == f"/api/v1/artifacts/{artifact['artifact_id']}"
     assert desired.artifact_url != f"/api/v1/artifacts/{other['artifact_id']}"
     assert (desired.sha256, desired.size) == (artifact["sha256"], artifact["size"])
@@ -102,7 +103,7 @@ def test_assign_publishes_the_retained_desired_state(
     probe.subscribe(topic(device_id, Channel.DESIRED))
     message = probe.receive(topic(device_id, Channel.DESIRED))
     assert message.retain
-    assert DesiredState.model_validate(json.loads(message.payload)) == desired
+    assert decode(DesiredState, json.loads(message.payload)) == desired
 
     view = fleet.device(device_id)
     assert (view["desired_model"], view["desired_version"]) == ("tiny", "1.0.0")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.codec import decode, from_json
 from edgefleet.protocol.messages import Ack, DesiredState, DeviceState, PredictionBatch, Status
 from edgefleet.protocol.topics import Channel, topic
 from fleet_server.errors import ConfigError
@@ -51,7 +52,7 @@ def test_the_embedded_broker_carries_ingest_acks_and_desired_state(
         agent.publish(topic("emb-1", Channel.STATUS), online.to_bytes(), retain=True)
         records = PredictionBatch(records=(record(1), record(2)))
         agent.publish(topic("emb-1", Channel.PREDICTIONS), records.to_bytes())
-        ack = Ack.model_validate_json(agent.receive(topic("emb-1", Channel.ACK)).payload)
+        ack = from_json(Ack, agent.receive(topic("emb-1", Channel.ACK)).payload)
         assert ack.ranges == ((1, 2),)
         view = fleet.wait_device("emb-1", lambda v: v["online"], "online")
         assert view["predictions_received"] == 2 and view["reported_version"] == "1.0.0"
@@ -64,7 +65,7 @@ def test_the_embedded_broker_carries_ingest_acks_and_desired_state(
         message = late.receive(topic("emb-1", Channel.DESIRED))
         assert message.retain
         assert (
-            DesiredState.model_validate(json.loads(message.payload)).deployment_id
+            decode(DesiredState, json.loads(message.payload)).deployment_id
             == desired["deployment_id"]
         )
     finally:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from edgefleet.codec import encode
 from edgefleet.protocol.messages import (
     DeploymentPhase,
     DeviceState,
@@ -94,10 +95,10 @@ def test_a_batch_is_folded_in_arrival_order(engine: Engine) -> None:
         assert d1 is not None and d2 is not None and d3 is not None
         assert (d1.online, d1.last_seen, d1.deployment_phase) == (True, 5.0, "committed")
         assert (d1.reported_model, d1.reported_version) == ("m", "2.0.0")
-        assert d1.last_telemetry == t1.model_dump(mode="json")
+        assert d1.last_telemetry == encode(t1)
         assert (d2.online, d2.last_seen) == (False, 6.0)  # the Will leaves last_seen as it was
         assert (d2.reported_model, d2.reported_version) == (None, None)  # the status said so
-        assert d2.last_telemetry == t2.model_dump(mode="json")
+        assert d2.last_telemetry == encode(t2)
         assert (d3.online, d3.last_seen, d3.last_telemetry) == (False, None, None)
         stored = session.scalars(select(TelemetryRow).order_by(TelemetryRow.received_at)).all()
         assert [(row.device_id, row.version, row.payload["requests"]) for row in stored] == [

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app, main
+from edgefleet.codec import from_json
 from hardware_profiles import (
     PROFILES_PATH_ENV,
     HardwareProfile,
@@ -63,7 +64,7 @@ def test_list_includes_profiles_from_the_search_path(
 def test_show_json_is_the_profile() -> None:
     result = runner.invoke(app, ["profiles", "show", "qualcomm/hexagon-npu", "--json"])
     assert result.exit_code == 0, result.output
-    shown = HardwareProfile.model_validate_json(result.stdout)
+    shown = from_json(HardwareProfile, result.stdout)
     assert shown == load_profile("qualcomm/hexagon-npu")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgefleet.codec import from_json, to_json
 from hardware_profiles import (
     Accelerator,
     ArtifactFormat,
@@ -94,7 +95,7 @@ def test_profile_yaml_profile_round_trip(profile: HardwareProfile) -> None:
 @settings(max_examples=100, deadline=None)
 @given(profiles)
 def test_profile_json_profile_round_trip(profile: HardwareProfile) -> None:
-    assert HardwareProfile.model_validate_json(profile.model_dump_json()) == profile
+    assert from_json(HardwareProfile, to_json(profile)) == profile
 
 
 def test_builtin_profiles_round_trip() -> None:

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge_agent.sketches import SketchSet
+from edgefleet.codec import encode
 from fleet_server.rollouts.metrics import (
     PSI_FLOOR,
     WaveMetrics,
@@ -141,8 +142,8 @@ def _agent_windows(rng: np.random.Generator, shift: float, n: int = 5) -> list[d
         payloads.append(
             {
                 "requests": 400,
-                "input_sketches": [s.model_dump(mode="json") for s in inputs.sketches()],
-                "output_sketches": [s.model_dump(mode="json") for s in outputs.sketches()],
+                "input_sketches": [encode(s) for s in inputs.sketches()],
+                "output_sketches": [encode(s) for s in outputs.sketches()],
             }
         )
     return payloads
@@ -174,9 +175,7 @@ def test_drift_is_the_largest_psi_over_the_agents_histograms() -> None:
 def _sketched(values: np.ndarray) -> Any:
     sketches = SketchSet(max_features=1)
     sketches.add(values.reshape(-1, 1))
-    return summarize(
-        [{"output_sketches": [s.model_dump(mode="json") for s in sketches.sketches()]}]
-    )
+    return summarize([{"output_sketches": [encode(s) for s in sketches.sketches()]}])
 
 
 def test_deciles_see_a_shift_inside_one_wide_bucket() -> None:
@@ -214,7 +213,7 @@ def test_histograms_with_other_bounds_fall_back_to_the_normal_binning() -> None:
     x = rng.normal(0.0, 1.0, size=(2000, 3))
     x[:, 1] += 1.0
     other.add(x)
-    new = summarize([{"input_sketches": [s.model_dump(mode="json") for s in other.sketches()]}])
+    new = summarize([{"input_sketches": [encode(s) for s in other.sketches()]}])
     scores = drift_by_feature(new, old)
     assert scores["input[1]"] > 0.25 and scores["input[0]"] < 0.02
 
