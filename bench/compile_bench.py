@@ -13,7 +13,9 @@ two outputs) and all-MiniLM-L6-v2 (transformer encoder), each compiled by the fu
 (accuracy-guarded search, speed rule) for every profile, then measured here against fp32 on
 real inputs: size, interleaved latency at batch 1 and 8, and accuracy (cosine and text-map IoU
 for the detector; speech-probability error and decision agreement for the VAD; embedding cosine
-for MiniLM, target >= 0.99). Rejected candidates are listed under each winner.
+for MiniLM, mean and worst sentence, target >= 0.99 for every sentence: it is compiled with
+``min_cosine``, so the search keeps MatMuls in float until the worst sentence is there).
+Rejected candidates are listed under each winner.
 
 Models: the digits CNN (trained on scikit-learn digits; accuracy on its test split) and a
 ResNet-18 (11.7M parameters, plain torch, random weights; top-1 agreement and cosine against
@@ -36,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler.data import Dataset
-from compiler.metrics import cosine, top1_agreement
+from compiler.metrics import cosine, cosines, top1_agreement
 from compiler.passes import Artifact, Format, PassCache, PassContext, Pipeline
 from compiler.passes.cleanup_onnx import CleanupConfig, CleanupOnnx
 from compiler.passes.export_onnx import ExportConfig, ExportOnnx
@@ -233,9 +235,11 @@ def _vad_accuracy(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarra
 
 
 def _minilm_accuracy(reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> str:
-    a, b = reference["embedding"], outputs["embedding"]
-    per = np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return f"cos mean {float(np.mean(per)):.4f} min {float(np.min(per)):.4f}"
+    """Mean and worst-sentence cosine; the target (>= 0.99) holds for every sentence."""
+    per = cosines(reference["embedding"], outputs["embedding"])
+    worst = float(np.min(per))
+    verdict = "ok" if worst >= 0.99 else "BELOW 0.99"
+    return f"cos mean {float(np.mean(per)):.4f} min {worst:.4f} ({verdict})"
 
 
 def bench_pretrained(work: Path, profiles: list[str], batch: int, runs: int) -> None:
@@ -258,7 +262,8 @@ def bench_pretrained(work: Path, profiles: list[str], batch: int, runs: int) -> 
          lambda p: pretrained.vad_data(p, 6.0),
          {"metric": "max_abs_error", "max_drop": 0.05, "output": "output"}, _vad_accuracy),
         ("minilm", "minilm-l6", lambda: pretrained.minilm_onnx(work / "minilm.onnx"),
-         lambda p: pretrained.minilm_data(p, 48), {"metric": "cosine"}, _minilm_accuracy),
+         lambda p: pretrained.minilm_data(p, 48),
+         {"metric": "min_cosine", "min_metric": 0.99, "max_exclusions": 8}, _minilm_accuracy),
     ]  # fmt: skip
     for package, name, model_path, write_data, options, accuracy in models:
         if not pretrained.available(package):
@@ -269,8 +274,8 @@ def bench_pretrained(work: Path, profiles: list[str], batch: int, runs: int) -> 
         cache = work / "cache"
         request = CompileRequest(
             model=str(model), profiles=profiles, calibration=data, out=work / name, key=key,
-            name=name, version="1.0.0", cache_dir=cache, speed_batch=batch, max_exclusions=2,
-            **options,  # type: ignore[arg-type]
+            name=name, version="1.0.0", cache_dir=cache, speed_batch=batch,
+            **{"max_exclusions": 2, **options},  # type: ignore[arg-type]
         )  # fmt: skip
         started = time.perf_counter()
         result = compile_model(request)

@@ -6,7 +6,8 @@ stays usable on a device that has none of them.
 
 Layout (one concern per module):
 
-- :mod:`compiler.sources`      MODEL argument -> an ONNX file or a PyTorch ``module:factory``
+- :mod:`compiler.sources`      MODEL argument -> an ONNX file, a float ``.tflite`` or a
+                                PyTorch ``module:factory``
 - :mod:`compiler.data`         calibration / eval arrays (.npy, .npz), shape checks, digests
 - :mod:`compiler.passes`       the Pass / Pipeline core (typed configs, formats, profile
   features, optional dependencies, lineage, content-digest cache) and one module per pass;
@@ -16,6 +17,7 @@ Layout (one concern per module):
 - :mod:`compiler.metrics`      metrics (built-in or user) and the accuracy bound
 - :mod:`compiler.sensitivity`  which nodes suffer most from quantization
 - :mod:`compiler.search`       the accuracy-guarded search over a recipe's candidates
+- :mod:`compiler.tflite_route` a TFLite profile's float ``.tflite``: start and fp32 baseline
 - :mod:`compiler.runner`       running an ONNX model on the host (onnxruntime CPU)
 - :mod:`compiler.evidence`     the model interface read from ONNX
 - :mod:`compiler.golden`       golden samples re-checked on the device

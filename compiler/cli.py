@@ -25,14 +25,19 @@ def compile_command(
     model: Annotated[
         str,
         typer.Argument(
-            help="An ONNX file, or a PyTorch factory 'package.module:factory' that returns "
-            "(torch.nn.Module, example_input).",
+            help="An ONNX file, a float .tflite (TFLite profiles only), or a PyTorch factory "
+            "'package.module:factory' that returns (torch.nn.Module, example_input).",
             show_default=False,
         ),
     ],
     profile: Annotated[
         list[str],
-        typer.Option("--profile", "-p", help="Hardware profile tag; repeat for several."),
+        typer.Option(
+            "--profile",
+            "-p",
+            help="Hardware profile tag, or the path of a profile YAML file (a variant of a "
+            "built-in one, say); repeat for several.",
+        ),
     ],
     calibration: Annotated[
         Path | None,
@@ -68,7 +73,8 @@ def compile_command(
     metric: Annotated[
         str | None,
         typer.Option(
-            help="accuracy, top1_agreement, cosine, max_abs_error, or 'module:function' "
+            help="accuracy, top1_agreement, cosine (mean over samples), min_cosine (the worst "
+            "sample), max_abs_error, or 'module:function' "
             "(reference, outputs, labels) -> float, higher is better. Default: accuracy with "
             "labels, top1_agreement for a classifier, cosine otherwise."
         ),

@@ -9,16 +9,18 @@ from collections.abc import Sequence
 from compiler.graph import GraphKind
 from compiler.pipeline import CompileRequest, plan_recipes, prefix_pipeline
 from compiler.recipes import recipe_for
-from compiler.sources import TorchSource, resolve_source
-from hardware_profiles import HardwareProfile, load_profile
+from compiler.sources import resolve_source
+from compiler.targets import load_targets
+from hardware_profiles import HardwareProfile
 
 
 def explain(request: CompileRequest) -> str:
     """The plan as text, one block per profile."""
     source = resolve_source(request.model)
-    profiles: Sequence[HardwareProfile] = [load_profile(t) for t in dict.fromkeys(request.profiles)]
+    profiles: Sequence[HardwareProfile] = load_targets(request.profiles)
     prefix = prefix_pipeline(source, request)
-    lines = [f"model: {request.model} ({'PyTorch' if isinstance(source, TorchSource) else 'ONNX'})"]
+    kind = {"torch": "PyTorch", "onnx": "ONNX", "tflite": "TFLite"}[prefix.source.value]
+    lines = [f"model: {request.model} ({kind})"]
     lines.append("float model, shared by every profile:")
     for step in prefix.passes:
         lines.append(f"  - {step.describe()} {_config(step.config.model_dump(mode='json'))}")
@@ -51,13 +53,22 @@ def explain(request: CompileRequest) -> str:
             lines.append("  rule: a quantized candidate must be faster than fp32 on the host")
         elif recipe.speed_rule:
             lines.append("  rule off (--no-speed-check): quantized candidates may be slower")
+        if recipe.float_pipeline is not None:
+            lines.append("  float TFLite model (the fp32 baseline every candidate starts from):")
+            for step in recipe.float_pipeline.passes:
+                lines.append(
+                    f"     - {step.describe()} {_config(step.config.model_dump(mode='json'))}"
+                )
+            lines.extend(f"     ! {p}" for p in recipe.float_pipeline.problems(profile))
         for number, candidate in enumerate(recipe.candidates, 1):
             problems = candidate.pipeline.problems(profile)
             state = "cannot run here" if problems else "ready"
             origin = (
                 "the float ONNX model"
                 if candidate.pipeline.source.value == "onnx"
-                else (f"the {candidate.pipeline.source.value} model")
+                else "the float TFLite model"
+                if candidate.pipeline.source.value == "tflite"
+                else f"the {candidate.pipeline.source.value} model"
             )
             search = (
                 ", sensitive nodes kept in float until the bound holds"

@@ -47,6 +47,17 @@ class LiteRtModel(Runner):
         self._chunk = int(inputs[0]["shape"][0]) if len(inputs[0]["shape"]) else 1
         self.dynamic_batch = False
 
+    @property
+    def output_scales(self) -> dict[str, float]:
+        """The quantization step of each integer output (full-int8 models); float outputs are
+        left out."""
+        scales: dict[str, float] = {}
+        for name, detail in self._outputs.items():
+            scale = float(detail["quantization"][0])
+            if np.dtype(detail["dtype"]).kind in "iu" and scale:
+                scales[name] = scale
+        return scales
+
     def run_all(self, x: FloatArray | Samples) -> Outputs:
         """Every output for every sample, in chunks of the static batch."""
         samples = self.samples(x)

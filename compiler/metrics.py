@@ -6,6 +6,8 @@ Built-in metrics (``reference`` is the float model's outputs, ``outputs`` the ca
 - ``accuracy``: top-1 accuracy on the labels (needs eval labels), higher is better;
 - ``top1_agreement``: share of samples whose arg-max equals the float model's;
 - ``cosine``: mean per-sample cosine similarity to the float outputs;
+- ``min_cosine``: the worst sample's cosine similarity, for a guarantee that holds per input
+  (an embedding model's every sentence), not only on average;
 - ``max_abs_error``: largest absolute difference to the float outputs, lower is better.
 
 A user metric is ``package.module:function`` taking ``(reference, outputs, labels)`` and
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from compiler.data import FloatArray, IntArray
 from compiler.errors import CompileError
@@ -52,11 +55,22 @@ def accuracy(reference: FloatArray, outputs: FloatArray, labels: IntArray | None
     return float(np.mean(_flat(outputs).argmax(axis=1) == labels))
 
 
-def cosine(reference: FloatArray, outputs: FloatArray, labels: IntArray | None) -> float:
+def cosines(reference: FloatArray, outputs: FloatArray) -> npt.NDArray[np.float64]:
+    """Each sample's cosine similarity to the float output (1 where both are zero)."""
     a, b = _flat(reference).astype(np.float64), _flat(outputs).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    similarity = np.where(norms > 0, np.sum(a * b, axis=1) / np.maximum(norms, 1e-30), 1.0)
-    return float(np.mean(similarity))
+    similarity: npt.NDArray[np.float64] = np.where(
+        norms > 0, np.sum(a * b, axis=1) / np.maximum(norms, 1e-30), 1.0
+    )
+    return similarity
+
+
+def cosine(reference: FloatArray, outputs: FloatArray, labels: IntArray | None) -> float:
+    return float(np.mean(cosines(reference, outputs)))
+
+
+def min_cosine(reference: FloatArray, outputs: FloatArray, labels: IntArray | None) -> float:
+    return float(np.min(cosines(reference, outputs)))
 
 
 def max_abs_error(reference: FloatArray, outputs: FloatArray, labels: IntArray | None) -> float:
@@ -67,6 +81,7 @@ _BUILTIN: dict[str, tuple[MetricFunction, bool]] = {
     "accuracy": (accuracy, True),
     "top1_agreement": (top1_agreement, True),
     "cosine": (cosine, True),
+    "min_cosine": (min_cosine, True),
     "max_abs_error": (max_abs_error, False),
 }
 

@@ -23,7 +23,7 @@ import edgefleet
 from compiler import budget, golden, progress
 from compiler.data import Dataset, FloatArray, Samples, bind, load_dataset
 from compiler.errors import CompileError
-from compiler.evidence import artifact_interface, interface_of
+from compiler.evidence import artifact_interface
 from compiler.graph import GraphKind, fallback_ops, graph_kind, op_types
 from compiler.metrics import Bound, check_output, resolve_metric
 from compiler.package import (
@@ -42,12 +42,22 @@ from compiler.passes.import_onnx import ImportConfig, ImportOnnx
 from compiler.passes.pipeline import Pipeline
 from compiler.passes.quantize_static import CalibrationMethodName
 from compiler.recipes import QuantizationMode, Recipe, recipe_for
-from compiler.runner import HostModel, Outputs, host_for
+from compiler.runner import Outputs, host_for
 from compiler.search import FloatReference, Measured, SearchOutcome, SearchSettings, search
-from compiler.sources import OnnxSource, TorchModel, TorchSource, load_torch, resolve_source
+from compiler.sources import (
+    OnnxSource,
+    Source,
+    TfliteSource,
+    TorchModel,
+    TorchSource,
+    load_torch,
+    resolve_source,
+)
+from compiler.targets import load_targets
+from compiler.tflite_route import tflite_baseline
 from edgefleet.bundle import Evidence, Lineage, SigningKey, load_signing_key
 from edgefleet.bundle.manifest import NAME_PATTERN, SEMVER_PATTERN
-from hardware_profiles import HardwareProfile, load_profile
+from hardware_profiles import HardwareProfile
 from hardware_profiles.schema import ArtifactFormat
 
 log = logging.getLogger(__name__)
@@ -136,12 +146,13 @@ class LogReporter:
         log.warning("%s", message)
 
 
-def prefix_pipeline(
-    source: OnnxSource | TorchSource, request: CompileRequest | None = None
-) -> Pipeline:
+def prefix_pipeline(source: Source, request: CompileRequest | None = None) -> Pipeline:
     """From the user's model to the clean float ONNX model every ONNX candidate starts from:
-    distillation and pruning (PyTorch models only, when asked), export or import, clean-up."""
+    distillation and pruning (PyTorch models only, when asked), export or import, clean-up.
+    A ``.tflite`` is the float model itself (only TFLite profiles build from it)."""
     steps: list[Pass[Any]] = model_passes(source, request) if request is not None else []
+    if isinstance(source, TfliteSource):
+        return Pipeline(steps, source=Format.TFLITE)
     first: Pass[Any]
     if isinstance(source, TorchSource):
         first, start = ExportOnnx(ExportConfig()), Format.TORCH
@@ -150,7 +161,7 @@ def prefix_pipeline(
     return Pipeline([*steps, first, CleanupOnnx(CleanupConfig())], source=start)
 
 
-def model_passes(source: OnnxSource | TorchSource, request: CompileRequest) -> list[Pass[Any]]:
+def model_passes(source: Source, request: CompileRequest) -> list[Pass[Any]]:
     """The torch -> torch passes the request asks for, in order: distill, lottery, prune."""
     from compiler.passes.distill import Distill, DistillConfig
     from compiler.passes.lottery_ticket import LotteryConfig, LotteryTicket
@@ -223,15 +234,21 @@ def model_passes(source: OnnxSource | TorchSource, request: CompileRequest) -> l
 def plan_recipes(
     request: CompileRequest,
     profiles: Sequence[HardwareProfile],
-    source: OnnxSource | TorchSource,
+    source: Source,
     graph: GraphKind = GraphKind.UNKNOWN,
 ) -> tuple[list[Recipe], list[Skip]]:
     """Each profile's recipe with the candidates that can run here; a profile none of whose
-    candidates can run is skipped, with the first reason (naming the pass)."""
-    start = Format.TORCH if isinstance(source, TorchSource) else Format.ONNX
+    candidates can run (or whose float TFLite conversion cannot) is skipped, with the first
+    reason (naming the pass). A ``.tflite`` given for a profile that runs ONNX is an error."""
+    start = source_format(source)
     recipes: list[Recipe] = []
     skipped: list[Skip] = []
     for profile in profiles:
+        if start is Format.TFLITE and profile.format is not ArtifactFormat.TFLITE:
+            raise CompileError(
+                f"{profile.tag} runs ONNX models and MODEL {source.spec!r} is a TFLite model: "
+                "give the ONNX file or the PyTorch factory it came from, or a TFLite profile"
+            )
         recipe = recipe_for(
             profile,
             source=start,
@@ -241,12 +258,20 @@ def plan_recipes(
             seed=request.seed,
         )
         runnable = tuple(c for c in recipe.candidates if not c.pipeline.problems(profile))
-        if not runnable:
-            reason = recipe.candidates[0].pipeline.problems(profile)[0]
+        converter = recipe.float_pipeline.problems(profile) if recipe.float_pipeline else []
+        if converter or not runnable:
+            reason = (converter or recipe.candidates[0].pipeline.problems(profile))[0]
             skipped.append(Skip(profile.tag, reason))
             continue
-        recipes.append(Recipe(profile, runnable, recipe.notes))
+        recipes.append(Recipe(profile, runnable, recipe.notes, recipe.float_pipeline))
     return recipes, skipped
+
+
+def source_format(source: Source) -> Format:
+    """The format of the artifact the user's model becomes first."""
+    if isinstance(source, TorchSource):
+        return Format.TORCH
+    return Format.TFLITE if isinstance(source, TfliteSource) else Format.ONNX
 
 
 def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> CompileResult:
@@ -277,7 +302,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
         report.step(
             " -> ".join(step.name for step in prefix.passes)
             if isinstance(source, TorchSource)
-            else f"checking ONNX model {source.path}"
+            else f"checking the {prefix.source.value} model {source.path}"
         )
         bars = progress.tracker(report)
         bars.begin(progress.FLOAT, len(prefix.passes))
@@ -285,20 +310,20 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
             sources[prefix.source], progress.observed(context, bars, progress.FLOAT), cache
         )
         bars.finish(progress.FLOAT, "ready")
-        sources[Format.ONNX] = float_artifact
-        ops = op_types(float_artifact.file)
+        sources[float_artifact.format] = float_artifact
+        ops = artifact_ops(float_artifact.file)
         if request.quantization == "auto":
             recipes, late = plan_recipes(
                 request, [r.profile for r in recipes], source, graph_kind(ops)
             )
             skipped.extend(late)
         _check_fallback(recipes, ops)
-        interface = interface_of(float_artifact.file)
+        interface = artifact_interface(float_artifact.file)
         check_output(request.output, [spec.name for spec in interface.outputs])
         data = _check_data(request, interface, calibration, evaluation)
         context = dataclasses.replace(context, calibration=data.calibration)
         report.step("running the float reference on the host")
-        host = HostModel(float_artifact.file)
+        host = host_for(float_artifact.file)
         reference = FloatReference(float_artifact, host, data.x, data.y, host.run_all(data.x))
         metric = resolve_metric(
             request.metric,
@@ -331,14 +356,15 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
                 report.note(f"{tag}: {line}")
             bars.begin(tag, progress.pass_count(recipe))
             watched = progress.observed(context, bars, tag)
-            outcome = search(recipe, sources, reference, settings, watched, cache, report.step)
+            inputs, baseline = tflite_baseline(recipe, sources, reference, watched, cache)
+            outcome = search(recipe, inputs, baseline, settings, watched, cache, report.step)
             float_metric = outcome.float_metric
             if outcome.winner is None:
                 tried = "; ".join(f"{c.name}: {c.reason}" for c in outcome.candidates)
-                skip = Skip(tag, f"no candidate within the bound ({tried})")
+                skip = Skip(tag, f"every candidate was rejected ({tried})")
                 report.note(f"skipped {tag}: {skip.reason}")
                 skipped.append(skip)
-                bars.finish(tag, "skipped: no candidate within the bound")
+                bars.finish(tag, "skipped: every candidate was rejected")
                 continue
             report.step(f"{tag}: golden samples, signing, packing {outcome.winner.plan.name}")
             built.append(
@@ -346,7 +372,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
                     request,
                     recipe,
                     outcome,
-                    reference,
+                    baseline,
                     ops,
                     data,
                     source_sha,
@@ -373,13 +399,13 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
 
 
 def _source_artifacts(
-    source: OnnxSource | TorchSource, request: CompileRequest, report: Reporter
+    source: Source, request: CompileRequest, report: Reporter
 ) -> tuple[dict[Format, Artifact], str, TorchModel | None]:
     """The user's model as the first artifact, its sha256, and the PyTorch module if any.
     A PyTorch model's digest covers its weights and its class (the code is not hashed)."""
-    if isinstance(source, OnnxSource):
-        digest = source.sha256()
-        return {Format.ONNX: Artifact(Format.ONNX, digest, path=source.path)}, digest, None
+    if isinstance(source, OnnxSource | TfliteSource):
+        digest, start = source.sha256(), source_format(source)
+        return {start: Artifact(start, digest, path=source.path)}, digest, None
     report.step(f"building PyTorch model {source.spec}")
     model = load_torch(source, seed=request.seed)
     digest = model.sha256()
@@ -559,6 +585,5 @@ def _check_identity(name: str, version: str) -> None:
 
 
 def _load_profiles(tags: Sequence[str]) -> list[HardwareProfile]:
-    if not tags:
-        raise CompileError("give at least one --profile")
-    return [load_profile(tag) for tag in dict.fromkeys(tags)]
+    """Tags or profile YAML files (see :mod:`compiler.targets`)."""
+    return load_targets(tags)

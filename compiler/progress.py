@@ -115,8 +115,10 @@ def tracker(reporter: object) -> PassProgress:
 
 
 def pass_count(recipe: Recipe) -> int:
-    """The passes of every candidate of ``recipe``, plus one for packing."""
-    return sum(len(c.pipeline.passes) for c in recipe.candidates) + 1
+    """The passes of every candidate of ``recipe`` (and of its float TFLite conversion), plus
+    one for packing."""
+    converter = len(recipe.float_pipeline.passes) if recipe.float_pipeline is not None else 0
+    return sum(len(c.pipeline.passes) for c in recipe.candidates) + converter + 1
 
 
 def observed(context: PassContext, bars: PassProgress, tag: str) -> PassContext:

@@ -10,9 +10,13 @@ A recipe is the profile's candidates in the order the accuracy-guarded search tr
   int8 QDQ if the profile lists it, fp32 as the fallback.
 - NPU profiles with the QNN provider: QDQ built by ``get_qnn_qdq_config`` (uint8 activations),
   then fp16 if listed.
-- TFLite profiles: ``torch_to_tflite`` (litert-torch, in its tool environment) for a PyTorch
-  model or ``onnx_to_tflite`` (onnx2tf, in its own) for an ONNX one, then ``quantize_tflite``
-  (ai-edge-quantizer, full int8 with int8 input and output, calibrated).
+- TFLite profiles: the float TFLite model first (the recipe's ``float_pipeline``:
+  ``torch_to_tflite`` (litert-torch, in its tool environment) for a PyTorch model,
+  ``onnx_to_tflite`` (onnx2tf, in its own) for an ONNX one, nothing for a ``.tflite``), which
+  is the fp32 baseline sizes and host latencies are measured against; then, from it and as the
+  profile's precisions allow, full int8 (``quantize_tflite`` ``static_wi8_ai8``, int8 input and
+  output, calibrated), dynamic range (``dynamic_wi8_afp32``: int8 weights, float activations;
+  CPU targets listing a float precision), fp16 weights (``fp16_tflite``) and fp32 itself.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from typing import Any, Literal
 from compiler.graph import GraphKind
 from compiler.passes.base import Format, Pass
 from compiler.passes.convert_fp16 import PROVIDER_OPTIONS, ConvertFp16, Fp16Config
+from compiler.passes.fp16_tflite import Fp16Tflite, Fp16TfliteConfig
 from compiler.passes.onnx_to_tflite import OnnxToTflite, OnnxToTfliteConfig
 from compiler.passes.pipeline import Pipeline
 from compiler.passes.quantize_dynamic import DynamicConfig, QuantizeDynamic
 from compiler.passes.quantize_static import CalibrationMethodName, QuantizeStatic, StaticQdqConfig
-from compiler.passes.quantize_tflite import QuantizeTflite, QuantizeTfliteConfig
+from compiler.passes.quantize_tflite import QuantizeTflite, QuantizeTfliteConfig, TfliteRecipe
 from compiler.passes.torch_to_tflite import TorchToTflite, TorchToTfliteConfig
 from hardware_profiles.schema import (
     Accelerator,
@@ -48,6 +53,9 @@ class CandidatePlan:
     precision: Precision
     pipeline: Pipeline
     searchable: bool = False  # the search may keep sensitive nodes in float
+    # a CPU target rejects it when it is not faster than fp32 on the host; False for a size
+    # variant whose weights the runtime expands to float32 at load (fp16 TFLite on a CPU)
+    faster_than_fp32: bool = True
 
     def with_excluded(self, nodes: tuple[str, ...]) -> CandidatePlan:
         """The same plan with ``nodes`` kept in float by its quantization pass."""
@@ -59,9 +67,8 @@ class CandidatePlan:
                 step = QuantizeDynamic(step.config.model_copy(update={"nodes_to_exclude": nodes}))
             passes.append(step)
         name = f"{self.name}-excl-{len(nodes)}" if nodes else self.name
-        return CandidatePlan(
-            name, self.precision, Pipeline(passes, source=self.pipeline.source), self.searchable
-        )
+        pipeline = Pipeline(passes, source=self.pipeline.source)
+        return CandidatePlan(name, self.precision, pipeline, self.searchable, self.faster_than_fp32)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class Recipe:
     profile: HardwareProfile
     candidates: tuple[CandidatePlan, ...]
     notes: tuple[str, ...] = ()
+    # TFLite: how the float model becomes this profile's float .tflite, the fp32 baseline the
+    # candidates start from and are measured against (None: the user gave a .tflite)
+    float_pipeline: Pipeline | None = None
 
     @property
     def precision(self) -> Precision:
@@ -90,10 +100,10 @@ def recipe_for(
     calibrate_method: CalibrationMethodName = "minmax",
     seed: int = 0,
 ) -> Recipe:
-    """The candidates for ``profile``; ``source`` is the user's model format (``torch`` or
-    ``onnx``), ``graph`` what the float graph is made of, once known."""
+    """The candidates for ``profile``; ``source`` is the user's model format (``torch``,
+    ``onnx`` or ``tflite``), ``graph`` what the float graph is made of, once known."""
     if profile.format is ArtifactFormat.TFLITE:
-        return _tflite(profile, source, seed)
+        return _tflite(profile, source, quantization, seed)
     candidates: list[CandidatePlan] = []
     notes: list[str] = []
     for precision in profile.precisions:
@@ -152,16 +162,46 @@ def _int8(
     return found
 
 
-def _tflite(profile: HardwareProfile, source: Format, seed: int) -> Recipe:
-    """Full int8 (int8 input and output, calibrated): ``torch_to_tflite`` (litert-torch, in
-    its tool environment) from a PyTorch model, ``onnx_to_tflite`` (onnx2tf, in its own) from
-    an ONNX one, then ``quantize_tflite`` (ai-edge-quantizer ``static_wi8_ai8``)."""
+def _tflite(
+    profile: HardwareProfile, source: Format, quantization: QuantizationMode, seed: int
+) -> Recipe:
+    """The float TFLite model (converted from PyTorch or ONNX, or the user's own), then the
+    variants the profile's precisions allow, cheapest first (see the module docstring).
+    ``quantization``: ``static`` keeps full int8 only, ``dynamic`` dynamic range only,
+    ``none`` no int8 at all."""
     batch = profile.defaults.batch_size
-    quantize = QuantizeTflite(QuantizeTfliteConfig(seed=seed))
-    convert: Pass[Any]
+    convert: Pass[Any] | None = None
     if source is Format.TORCH:
-        convert, start = TorchToTflite(TorchToTfliteConfig(static_batch=batch)), Format.TORCH
-    else:
-        convert, start = OnnxToTflite(OnnxToTfliteConfig(static_batch=batch)), Format.ONNX
-    pipeline = Pipeline([convert, quantize], source=start)
-    return Recipe(profile, (CandidatePlan("int8-full-tflite", Precision.INT8, pipeline),))
+        convert = TorchToTflite(TorchToTfliteConfig(static_batch=batch))
+    elif source is Format.ONNX:
+        convert = OnnxToTflite(OnnxToTfliteConfig(static_batch=batch))
+    float_pipeline = Pipeline([convert], source=source) if convert is not None else None
+    precisions = profile.precisions
+    float_allowed = Precision.FP32 in precisions or Precision.FP16 in precisions
+    candidates: list[CandidatePlan] = []
+    notes: list[str] = []
+
+    def plan(name: str, precision: Precision, *passes: Pass[Any], faster: bool = True) -> None:
+        pipeline = Pipeline(list(passes), source=Format.TFLITE)
+        candidates.append(CandidatePlan(name, precision, pipeline, faster_than_fp32=faster))
+
+    if Precision.INT8 in precisions and quantization != "none":
+        dynamic = float_allowed and profile.accelerator is Accelerator.CPU
+        if quantization == "dynamic" and not dynamic:
+            where = profile.accelerator.value
+            notes.append(f"dynamic range does not run on the {where}: full int8")
+        if quantization in ("auto", "static") or not dynamic:
+            plan("int8-full-tflite", Precision.INT8, _quantize("static_wi8_ai8", seed))
+        if quantization in ("auto", "dynamic") and dynamic:
+            plan("int8-dynamic-tflite", Precision.INT8, _quantize("dynamic_wi8_afp32", seed))
+    if Precision.FP16 in precisions:
+        plan("fp16-tflite", Precision.FP16, Fp16Tflite(Fp16TfliteConfig()), faster=False)
+    if Precision.FP32 in precisions or not candidates:
+        plan("fp32-tflite", Precision.FP32)
+    if Precision.FP32 not in precisions:
+        notes.append(f"{profile.tag} lists no fp32: there is no float fallback")
+    return Recipe(profile, tuple(candidates), tuple(notes), float_pipeline)
+
+
+def _quantize(recipe: TfliteRecipe, seed: int) -> QuantizeTflite:
+    return QuantizeTflite(QuantizeTfliteConfig(recipe=recipe, seed=seed))

@@ -49,22 +49,31 @@ def rank_nodes(
 
     float_proto = onnx.load(str(float_model))
     quant_proto = onnx.load(str(quantized))
-    quant_nodes = {n.name for n in quant_proto.graph.node if n.op_type not in _QDQ}
+    quant_ops = {n.name: n.op_type for n in quant_proto.graph.node if n.op_type not in _QDQ}
     produced_in_quant = {t for n in quant_proto.graph.node for t in n.output}
     # A node the quantizer kept (static QDQ keeps names), or, for a dynamic quantizer
     # (``op_types``), one it replaced while keeping its output tensor (MatMul -> MatMulInteger
-    # ... Mul writing the MatMul's output).
+    # ... Mul writing the MatMul's output). A node of ``op_types`` still there as itself was
+    # left in float (an activation x activation MatMul): keeping it in float changes nothing.
     candidates = [
         n
         for n in float_proto.graph.node
         if n.op_type not in _QDQ
         and (
-            n.name in quant_nodes
+            n.name in quant_ops
             if op_types is None
-            else n.op_type in op_types and any(t in produced_in_quant for t in n.output)
+            else n.op_type in op_types
+            and quant_ops.get(n.name) != n.op_type
+            and any(t in produced_in_quant for t in n.output)
         )
     ]
-    tensors = sorted({t for n in candidates for t in n.output if t in produced_in_quant})
+    # Each candidate's outputs, and its activation inputs: the growth of the error across a
+    # node is its own doing, the error it receives is not.
+    initializers = {i.name for i in float_proto.graph.initializer}
+    produced = {t for n in float_proto.graph.node for t in n.output}
+    fed = {t for n in candidates for t in n.input if t in produced and t not in initializers}
+    written = {t for n in candidates for t in n.output}
+    tensors = sorted((fed | written) & produced_in_quant)
     sample = x if isinstance(x, Samples) else Samples.single(_first_input(float_proto), x)
     sample = sample.head(SAMPLES if sample.dynamic else UNBATCHED_SAMPLES)
     reference = _run_exposed(float_proto, tensors, sample)

@@ -1,4 +1,5 @@
-"""The MODEL argument: an ONNX file, or a PyTorch factory given as ``package.module:factory``.
+"""The MODEL argument: an ONNX file, a float TFLite file (``.tflite``), or a PyTorch factory
+given as ``package.module:factory``.
 
 A factory is a callable taking no arguments that returns ``(torch.nn.Module, example_input)``;
 the example input is one batch (any size) of the single model input. The current directory is
@@ -35,13 +36,27 @@ class OnnxSource:
 
 
 @dataclass(frozen=True)
+class TfliteSource:
+    """A float ``.tflite`` (a TFLite flatbuffer: ``TFL3`` at bytes 4-8): only TFLite
+    profiles can build from it."""
+
+    spec: str
+    path: Path
+
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+
+@dataclass(frozen=True)
 class TorchSource:
     spec: str
     module: str
     factory: str
 
 
-Source = OnnxSource | TorchSource
+Source = OnnxSource | TfliteSource | TorchSource
+
+TFLITE_IDENTIFIER = b"TFL3"
 
 
 @dataclass(frozen=True)
@@ -66,12 +81,15 @@ class TorchModel:
 def resolve_source(spec: str) -> Source:
     """Classify MODEL without importing anything heavy; one clear error when it is neither."""
     path = Path(spec)
+    if path.is_file() and path.suffix.lower() == ".tflite":
+        return TfliteSource(spec=spec, path=_checked_tflite(spec, path))
     if path.is_file():
         return OnnxSource(spec=spec, path=path)
     if path.is_dir():
         raise CompileError(f"MODEL {spec!r}: a directory, not an ONNX file")
-    if path.suffix.lower() == ".onnx":
-        raise CompileError(f"MODEL {spec!r}: no such ONNX file")
+    kind = {".onnx": "ONNX", ".tflite": "TFLite"}.get(path.suffix.lower())
+    if kind is not None:
+        raise CompileError(f"MODEL {spec!r}: no such {kind} file")
     if _FACTORY.match(spec):
         module, factory = spec.split(":")
         return TorchSource(spec=spec, module=module, factory=factory)
@@ -79,6 +97,17 @@ def resolve_source(spec: str) -> Source:
         f"MODEL {spec!r}: neither an existing ONNX file nor a PyTorch factory "
         "given as 'package.module:factory'"
     )
+
+
+def _checked_tflite(spec: str, path: Path) -> Path:
+    """``path`` when it holds a TFLite flatbuffer; one clear line when it does not."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head[4:8] != TFLITE_IDENTIFIER:
+        raise CompileError(
+            f"MODEL {spec!r}: not a TFLite model (no TFL3 flatbuffer identifier at bytes 4-8)"
+        )
+    return path
 
 
 def load_torch(source: TorchSource, *, seed: int = 0) -> TorchModel:

@@ -81,7 +81,8 @@ class Format(StrEnum):
     ONNX_DYNAMIC = "onnx-int8-dynamic"
     ONNX_FP16 = "onnx-fp16"
     TFLITE = "tflite"
-    TFLITE_INT8 = "tflite-int8"
+    TFLITE_INT8 = "tflite-int8"  # int8 weights: full int8, dynamic range or weight-only
+    TFLITE_FP16 = "tflite-fp16"  # float16 weights, float32 compute
 
     @property
     def container(self) -> str:

@@ -13,6 +13,7 @@ from typing import ClassVar, Literal
 from compiler.data import FloatArray, Samples
 from compiler.errors import CompileError
 from compiler.passes.base import Artifact, Format, Pass, PassConfig, PassContext, Requirement
+from compiler.passes.fusion_names import rename_generated_initializers
 from compiler.passes.onnx_tools import (
     calibration_reader,
     first_line,
@@ -44,6 +45,7 @@ class QuantizationError(CompileError):
 
 class QuantizeStatic(Pass[StaticQdqConfig]):
     name: ClassVar[str] = "quantize_static_qdq"
+    version: ClassVar[int] = 2  # 2: ORT-generated names renamed (fusion_names)
     input_formats: ClassVar[frozenset[Format]] = frozenset({Format.ONNX})
     output_format: ClassVar[Format] = Format.ONNX_QDQ
     required_features: ClassVar[frozenset[str]] = frozenset({"precision:int8", "format:onnx"})
@@ -115,6 +117,7 @@ def quantize_static_qdq(
         quantize(str(source), str(out), quant_config)
         if config.nodes_to_exclude:
             float_inputs(out, set(config.nodes_to_exclude))
+        rename_generated_initializers(out)
         ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     except errors as exc:
         raise QuantizationError(f"static QDQ quantization failed: {first_line(exc)}") from exc

@@ -22,6 +22,7 @@ PASSES: dict[str, str] = {
     "convert_fp16": "compiler.passes.convert_fp16:ConvertFp16",
     "torch_to_tflite": "compiler.passes.torch_to_tflite:TorchToTflite",
     "quantize_tflite": "compiler.passes.quantize_tflite:QuantizeTflite",
+    "fp16_tflite": "compiler.passes.fp16_tflite:Fp16Tflite",
     "onnx_to_tflite": "compiler.passes.onnx_to_tflite:OnnxToTflite",
 }
 

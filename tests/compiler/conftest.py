@@ -9,11 +9,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from typer.testing import CliRunner
 
 from edgefleet.bundle import VerifyKey, generate_key_pair, load_verify_key
+
+if TYPE_CHECKING:
+    from compiler.passes.base import PassContext
+    from compiler.sources import TorchModel
 
 DIGITS = "compiler.examples.digits:trained_cnn"
 INT8_PROFILES = ("x86-64/avx512-vnni", "raspberry-pi/4b")
@@ -119,3 +124,23 @@ def float_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     context = PassContext(workdir=path.parent, torch_model=TorchModel(module, example))
     ExportOnnx(ExportConfig()).run(Artifact(Format.TORCH, "digits"), path, context)
     return path
+
+
+def digits_pass_context(
+    tmp_path_factory: pytest.TempPathFactory, digits_data: DigitsData, name: str
+) -> tuple[TorchModel, PassContext]:
+    """The trained digits CNN and a pass context calibrating on its data, for running passes
+    directly (outside ``compile_model``)."""
+    from compiler.data import load_dataset
+    from compiler.passes.base import PassContext
+    from compiler.sources import TorchSource, load_torch, resolve_source
+
+    spec = resolve_source(DIGITS)
+    assert isinstance(spec, TorchSource)
+    model = load_torch(spec, seed=0)
+    context = PassContext(
+        workdir=tmp_path_factory.mktemp(name),
+        calibration=load_dataset(digits_data.calibration, "calibration"),
+        torch_model=model,
+    )
+    return model, context

@@ -4,6 +4,7 @@ boundary of ``edgefleet.cli.main``."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +12,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.compiler.conftest import DigitsData, Keys
+import hardware_profiles
+from compiler.toolenv import LITERT_TORCH
+from tests.compiler.conftest import DIGITS, DigitsData, Keys
 
 pytestmark = pytest.mark.e2e
 
 
 def _compile(
-    model: str, tmp_path: Path, *, profile: str = "x86-64/avx512-vnni", calibration: Path, key: Path
+    model: str,
+    tmp_path: Path,
+    *,
+    profile: str = "x86-64/avx512-vnni",
+    calibration: Path,
+    key: Path,
+    checked_first: bool = True,
+    timeout: float = 120,
 ) -> str:
-    """Run the command, check the failure is clean, and return the error message."""
+    """Run the command, check the failure is clean, and return the error message.
+    ``checked_first``: the mistake is found before anything is written (else: no bundle)."""
     out = tmp_path / "out"
     command = [
         sys.executable,
@@ -40,12 +51,15 @@ def _compile(
         "--version",
         "1.0.0",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=timeout)
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr + done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, done.stderr
-    assert not out.exists()  # every input is checked before anything is written
+    if checked_first:
+        assert not out.exists()  # every input is checked before anything is written
+    else:
+        assert not out.exists() or not list(out.iterdir())  # no bundle
     # join wrapped lines so the assertions below do not depend on the terminal width
     return " ".join(done.stderr[done.stderr.index("error:") :].split())
 
@@ -118,3 +132,69 @@ def test_only_tflite_profiles_means_no_bundle(
     assert "no bundle was produced" in message
     assert "google/coral-edgetpu" in message and "pass 'onnx_to_tflite'" in message
     assert "onnx2tf" in message
+
+
+def _profile_copy(path: Path, tag: str, **budgets: int) -> Path:
+    """The built-in Cortex-M7 profile as a YAML file of its own: another tag, other budgets."""
+    text = (Path(hardware_profiles.__file__).parent / "profiles" / "arm-cortex-m7.yaml").read_text()
+    text = text.replace("tag: arm/cortex-m7", f"tag: {tag}")
+    for name, value in budgets.items():
+        text, found = re.subn(rf"(?m)^(\s+{name}:) \d+$", rf"\g<1> {value}", text)
+        assert found == 1, name
+    path.write_text(text)
+    return path
+
+
+def test_profile_file_that_does_not_exist(
+    tmp_path: Path, float_onnx: Path, digits_data: DigitsData, keys: Keys
+) -> None:
+    missing = tmp_path / "boards" / "my-board.yaml"
+    message = _compile(
+        str(float_onnx),
+        tmp_path,
+        profile=str(missing),
+        calibration=digits_data.calibration,
+        key=keys.private,
+    )
+    assert message == f"error: --profile {missing}: no such profile file"
+
+
+def test_profile_file_that_is_not_a_valid_profile(
+    tmp_path: Path, float_onnx: Path, digits_data: DigitsData, keys: Keys
+) -> None:
+    board = _profile_copy(tmp_path / "board.yaml", "acme/board")
+    board.write_text(board.read_text().replace("max_arena_bytes: 262144", "max_arena_bytes: lots"))
+    message = _compile(
+        str(float_onnx),
+        tmp_path,
+        profile=str(board),
+        calibration=digits_data.calibration,
+        key=keys.private,
+    )
+    assert message.startswith(f"error: --profile {board}: field budgets.max_arena_bytes")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not LITERT_TORCH.ready(), reason=LITERT_TORCH.hint())
+def test_microcontroller_over_its_budgets_fails_naming_each_estimate_and_limit(
+    tmp_path: Path, digits_data: DigitsData, keys: Keys
+) -> None:
+    """The Cortex-M7 profile copied with 4 KiB of flash and 1 KiB of arena: the digits CNN's
+    full-int8 .tflite (about 100 KiB, arena about 2.5 KiB) fits neither, and the compile ends
+    with one line naming the profile, both estimates and both limits; nothing is packed."""
+    tiny = _profile_copy(
+        tmp_path / "tiny-m7.yaml", "test/tiny-m7", max_model_bytes=4096, max_arena_bytes=1024
+    )
+    message = _compile(
+        DIGITS,
+        tmp_path,
+        profile=str(tiny),
+        calibration=digits_data.calibration,
+        key=keys.private,
+        checked_first=False,
+        timeout=600,
+    )
+    assert message.startswith("error: no bundle was produced (test/tiny-m7: ")
+    assert re.search(r"int8-full-tflite: model \d+ bytes, over the flash budget of 4096", message)
+    arena = r"tensor arena estimate \d+ bytes \(peak at op #\d+ \w+\), over the budget of 1024"
+    assert re.search(arena, message), message

@@ -13,11 +13,12 @@ Kept fast for CI (whole file 52-72 s on the shared 2-core machine, 95-168 s befo
   it is to fp32; bench/compile_bench.py measures the speed, and tests/compiler/test_speed.py
   proves the rule;
 - few real samples per model (bench/compile_bench.py compiles with the full sets);
-- no node exclusions (``max_exclusions=0``): on these three models keeping nodes in float does
-  not bring int8 within the bound (OCR: cosine 0.880 -> 0.880 with 2 nodes kept; MiniLM on the
-  NPU: 0.39 -> 0.48 with 3, measured), and each exclusion re-ranks every node and re-quantizes,
-  up to a third of the compile time. tests/compiler/test_search.py proves the exclusion search on a
-  model built to need it;
+- no node exclusions for the detector (``max_exclusions=0``): keeping nodes in float does not
+  bring its int8 within the bound (16 crops: cosine 0.778 -> 0.948 with 20 nodes kept, and
+  int8 weights alone, every activation float, already give 0.969), and each exclusion
+  re-ranks every node and re-quantizes. MiniLM needs them: judged on its worst
+  sentence (``min_cosine``), dynamic int8 is at 0.984 until four MatMuls stay in float; at most
+  five picks, so that the NPU's static QDQ (0.26 -> 0.59 after three) is given up early;
 - one compile per model for the whole session, shared by every test that reads it, with one
   float reference run per model.
 """
@@ -34,7 +35,7 @@ import pytest
 from compiler.data import Samples, bind, load_dataset
 from compiler.evidence import interface_of
 from compiler.examples import pretrained
-from compiler.metrics import cosine
+from compiler.metrics import cosine, cosines
 from compiler.pipeline import CompileRequest, CompileResult, compile_model
 from compiler.runner import HostModel
 from edgefleet.bundle import (
@@ -143,7 +144,16 @@ def minilm(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Built:
     work = tmp_path_factory.mktemp("minilm")
     model = pretrained.minilm_onnx(work / "minilm.onnx")
     data = pretrained.minilm_data(work / "sentences.npz", count=12)
-    return _compile("minilm", model, data, work / "out", keys, metric="cosine", max_exclusions=0)
+    return _compile(
+        "minilm",
+        model,
+        data,
+        work / "out",
+        keys,
+        metric="min_cosine",
+        min_metric=0.99,
+        max_exclusions=5,  # see the module docstring
+    )
 
 
 def _float_and_bundle_outputs(
@@ -197,20 +207,31 @@ def test_silero_vad_two_inputs_two_outputs_and_state(vad: Built, keys: Keys) -> 
     assert x86.evidence.candidates[0].name == "int8-dynamic"  # an LSTM: dynamic int8 first
 
 
-def test_minilm_embeddings_keep_cosine_099_on_four_profiles(minilm: Built, keys: Keys) -> None:
+def test_minilm_embeddings_keep_cosine_099_for_every_sentence_on_four_profiles(
+    minilm: Built, keys: Keys
+) -> None:
     assert {b.profile for b in minilm.result.bundles} == set(PROFILES), minilm.result.skipped
     for tag in PROFILES:
         bundle = minilm.bundle(tag, keys)
         reference, outputs = _float_and_bundle_outputs(minilm, bundle)
-        similarity = cosine(reference["embedding"], outputs["embedding"], None)
-        assert similarity >= 0.99, (tag, bundle.manifest.precision, similarity)
-    # dynamic int8 with per-channel MatMul weights keeps cosine >= 0.99 (per-tensor: 0.968);
-    # the word-embedding table (half the file) and the Gemm layers stay float, hence ~0.6x
+        each = cosines(reference["embedding"], outputs["embedding"])
+        assert each.min() >= 0.99, (tag, bundle.manifest.precision, each.min(), each.mean())
+    # Dynamic int8 with per-channel weights: mean cosine 0.994, but its worst sentence 0.984;
+    # the search keeps the MatMuls that add the most error in float until the worst sentence
+    # is at 0.99 or more. The word-embedding table (half the file) stays float, hence ~0.7x.
     x86 = minilm.bundle("x86-64/avx512-vnni", keys).manifest
+    evidence = x86.evidence
     assert x86.precision == "int8"
-    assert x86.evidence.candidates[0].name == "int8-dynamic"
-    float_size = x86.evidence.float_size_bytes
-    assert float_size is not None and x86.evidence.size_bytes <= 0.7 * float_size
+    naive, chosen = evidence.candidates[0], next(c for c in evidence.candidates if c.accepted)
+    assert naive.name == "int8-dynamic" and not naive.accepted
+    assert naive.metric == "min_cosine" and naive.metric_value is not None
+    assert naive.metric_value < 0.99 and "breaks the bound min_cosine >= 0.99" in naive.reason
+    assert chosen.name.startswith("int8-dynamic-excl-") and chosen.excluded_nodes
+    assert chosen.metric_value is not None and chosen.metric_value >= 0.99
+    assert set(evidence.excluded_nodes) == set(chosen.excluded_nodes)
+    assert all("MatMul" in node for node in evidence.excluded_nodes)
+    float_size = evidence.float_size_bytes
+    assert float_size is not None and evidence.size_bytes <= 0.75 * float_size
 
 
 def test_multi_input_golden_samples_are_named_per_input_and_output(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -180,3 +181,151 @@ def test_ops_falling_back_to_the_cpu_are_listed_when_allowed(
     (built,) = result.bundles
     assert built.bundle.manifest.evidence.fallback_ops == ("Hardmax",)
     assert built.batch_ms is not None and built.batch_ms > 0  # batch-N time measured on host
+
+
+def test_min_cosine_judges_the_worst_sample() -> None:
+    from compiler.metrics import cosine, min_cosine, resolve_metric
+
+    reference = np.tile(np.array([[1.0, 0.0, 0.0]], dtype=np.float32), (10, 1))
+    outputs = reference.copy()
+    outputs[3] = [1.0, 1.0, 0.0]  # one sample 45 degrees off: cosine 0.707
+    assert cosine(reference, outputs, None) == pytest.approx(1 - (1 - 0.5**0.5) / 10)
+    assert min_cosine(reference, outputs, None) == pytest.approx(0.5**0.5)
+    metric = resolve_metric("min_cosine", classifier=False, has_labels=False)
+    assert metric.higher_is_better and metric(reference, outputs, None) == pytest.approx(0.5**0.5)
+
+
+def test_keeping_nodes_in_float_stops_when_the_bound_is_out_of_reach() -> None:
+    from compiler.metrics import resolve_metric
+    from compiler.search import SearchSettings, _out_of_reach
+
+    cosine = resolve_metric("min_cosine", classifier=False, has_labels=False)
+    settings = SearchSettings(metric=cosine, max_exclusions=5)
+    # an NPU's static QDQ of a transformer: +0.11 per node, 2 picks left, 0.40 to go
+    why = _out_of_reach([0.26, 0.37, 0.54, 0.59], cosine, 0.99, settings)
+    assert why == "+0.11 min_cosine per node over the last 3, 2 more would not reach 0.99"
+    # dynamic int8 that gets there: slow at first, then fast enough
+    assert _out_of_reach([0.9842, 0.9843, 0.9848, 0.9892], cosine, 0.99, settings) == ""
+    assert _out_of_reach([0.26, 0.37], cosine, 0.99, settings) == ""  # too early to tell
+    error = resolve_metric("max_abs_error", classifier=False, has_labels=False)
+    falling = SearchSettings(metric=error, max_exclusions=8)
+    assert _out_of_reach([0.9, 0.7, 0.5, 0.3], error, 0.05, falling) == ""
+    assert _out_of_reach([0.9, 0.89, 0.88, 0.87], error, 0.05, falling).startswith("+0.01 max")
+
+
+def test_dynamic_int8_keeps_a_fused_gemm_in_float(tmp_path: Path) -> None:
+    """Clean-up fuses each 3-D MatMul + Add into Reshape -> Gemm -> Reshape (onnxruntime's
+    MatMulAddFusion). The dynamic quantizer splits a Gemm into ``NAME_MatMul`` + Add before it
+    reads its exclusions: keeping the Gemm in float must keep that layer float, the other int8.
+    The attention-style activation x activation MatMul, which dynamic int8 leaves float (so
+    keeping it in float changes nothing), is not ranked."""
+    import onnx
+    import onnxruntime as ort
+
+    from compiler.data import Samples
+    from compiler.passes.base import Artifact, Format, PassContext
+    from compiler.passes.cleanup_onnx import CleanupConfig, CleanupOnnx
+    from compiler.passes.quantize_dynamic import DynamicConfig, QuantizeDynamic
+    from compiler.sensitivity import rank_nodes
+
+    source = _two_dense_layers(tmp_path / "dense.onnx")
+    context = PassContext(workdir=tmp_path)
+    cleaned = tmp_path / "cleaned.onnx"
+    CleanupOnnx(CleanupConfig()).run(Artifact(Format.ONNX, "dense", path=source), cleaned, context)
+    graph = onnx.load(str(cleaned)).graph
+    gemms = [n.name for n in graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == 2 and "gemm_input_shape" in {i.name for i in graph.initializer}
+    start = Artifact(Format.ONNX, "cleaned", path=cleaned)
+    plain, kept = tmp_path / "int8.onnx", tmp_path / "int8-kept.onnx"
+    QuantizeDynamic(DynamicConfig(per_channel=True)).run(start, plain, context)
+    config = DynamicConfig(per_channel=True, nodes_to_exclude=(gemms[0],))
+    QuantizeDynamic(config).run(start, kept, context)
+    ort.InferenceSession(str(kept), providers=["CPUExecutionProvider"])
+    integer = [n for n in onnx.load(str(kept)).graph.node if n.op_type == "MatMulInteger"]
+    assert len(integer) == 1 and integer[0].name.startswith(gemms[1])
+    x = np.random.default_rng(0).standard_normal((4, 8, 16)).astype(np.float32)
+    ranked = rank_nodes(cleaned, plain, Samples.single("x", x, dynamic=False), DYNAMIC_OPS)
+    assert sorted(s.node for s in ranked) == sorted(gemms)  # not the attention MatMul
+
+
+DYNAMIC_OPS = frozenset({"MatMul", "Gemm"})
+
+
+def test_a_layer_kept_in_float_loads_beside_onnxruntime_fusion_names(tmp_path: Path) -> None:
+    """An initializer named ``gemm_input_shape`` (what clean-up's MatMulAddFusion leaves in a
+    transformer) and a 3-D MatMul + Add left in float: loading fuses that pair and generates
+    ``gemm_input_shape`` again ("Attempt to replace the existing tensor" in onnxruntime 1.22).
+    The quantizers rename the old initializer out of the way, so the int8 model loads."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.passes.base import Artifact, Format, PassContext
+    from compiler.passes.quantize_dynamic import DynamicConfig, QuantizeDynamic
+
+    rng = np.random.default_rng(0)
+    w1, b1, w2 = (rng.standard_normal(s).astype(np.float32) for s in ((16, 16), (16,), (16, 16)))
+    weights = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"))]
+    shape = numpy_helper.from_array(np.array([8, 16], dtype=np.int64), "gemm_input_shape")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"], name="dense1/MatMul"),
+        helper.make_node("Add", ["m1", "b1"], ["y"], name="dense1/Add"),
+        helper.make_node("Reshape", ["x", "gemm_input_shape"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "w2"], ["z"], name="dense2/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fused-names",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [8, 16]),
+        ],
+        [*weights, shape],
+    )
+    source = tmp_path / "source.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    out = tmp_path / "int8.onnx"
+    config = DynamicConfig(nodes_to_exclude=("dense1/MatMul",))
+    QuantizeDynamic(config).run(Artifact(Format.ONNX, "s", path=source), out, PassContext(tmp_path))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((1, 8, 16)).astype(np.float32)
+    y, z = session.run(None, {"x": x})
+    assert np.allclose(y, x @ w1 + b1, atol=1e-4)  # the layer kept in float is exact
+    assert np.allclose(z, x.reshape(8, 16) @ w2, atol=0.1 * np.abs(z).max())  # int8
+    names = {i.name for i in onnx.load(str(out)).graph.initializer}
+    assert "gemm_input_shape" not in names and "fused/gemm_input_shape" in names
+
+
+def _two_dense_layers(path: Path) -> Path:
+    """x (1, 8, 16) -> dense -> relu -> dense -> y, and scores = h @ h^T (no weights)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"], name="dense1/MatMul"),
+        helper.make_node("Add", ["m1", "b1"], ["a1"], name="dense1/Add"),
+        helper.make_node("Relu", ["a1"], ["h"], name="relu"),
+        helper.make_node("MatMul", ["h", "w2"], ["m2"], name="dense2/MatMul"),
+        helper.make_node("Add", ["m2", "b2"], ["y"], name="dense2/Add"),
+        helper.make_node("Transpose", ["h"], ["ht"], name="transpose", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["h", "ht"], ["scores"], name="attention/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 8, 8]),
+        ],
+        [weight("w1", 16, 16), weight("b1", 16), weight("w2", 16, 16), weight("b2", 16)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path

@@ -9,7 +9,7 @@ about 2.6 GB, not part of CI's set-up).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,10 @@ from compiler.passes.base import Artifact, Format, PassContext
 from compiler.passes.cache import PassCache
 from compiler.pipeline import CompileRequest, artifact_ops, compile_model
 from compiler.recipes import recipe_for
-from compiler.sources import TorchSource, load_torch, resolve_source
 from compiler.toolenv import LITERT_TORCH, ONNX2TF
 from edgefleet.bundle import VerifiedBundle, verify_bundle
 from hardware_profiles import load_profile
-from tests.compiler.conftest import DIGITS, DigitsData, Keys
+from tests.compiler.conftest import DIGITS, DigitsData, Keys, digits_pass_context
 
 pytestmark = [
     pytest.mark.integration,
@@ -62,24 +61,21 @@ def float_accuracy() -> float:
 def built(tmp_path_factory: pytest.TempPathFactory, digits_data: DigitsData) -> dict[str, Built]:
     """Each profile's recipe run from the PyTorch module; the second profile's identical
     passes come from the cache."""
-    spec = resolve_source(DIGITS)
-    assert isinstance(spec, TorchSource)
-    model = load_torch(spec, seed=0)
-    context = PassContext(
-        workdir=tmp_path_factory.mktemp("tflite-work"),
-        calibration=load_dataset(digits_data.calibration, "calibration"),
-        torch_model=model,
-    )
+    model, context = digits_pass_context(tmp_path_factory, digits_data, "tflite-work")
     cache = PassCache(tmp_path_factory.mktemp("tflite-cache"))
     source = Artifact(Format.TORCH, model.sha256())
     found: dict[str, Built] = {}
     for tag in PROFILES:
         profile = load_profile(tag)
-        (plan,) = recipe_for(profile, source=Format.TORCH).candidates
+        recipe = recipe_for(profile, source=Format.TORCH)
+        (plan,) = recipe.candidates  # int8 only: neither profile lists a float precision
+        assert recipe.float_pipeline is not None
+        recipe.float_pipeline.check(profile)
         plan.pipeline.check(profile)
-        int8 = plan.pipeline.run(source, context, cache)
-        assert int8.parent is not None
-        found[tag] = Built(int8, int8.parent, int8.cached)
+        float_tflite = recipe.float_pipeline.run(source, context, cache)
+        int8 = plan.pipeline.run(float_tflite, context, cache)
+        assert int8.parent is float_tflite
+        found[tag] = Built(int8, float_tflite, int8.cached)
     return found
 
 
@@ -161,12 +157,15 @@ def test_onnx_route_through_onnx2tf(
     from compiler.examples.digits import load_split
 
     profile = load_profile("arm/cortex-m7")
-    (plan,) = recipe_for(profile, source=Format.ONNX).candidates
+    recipe = recipe_for(profile, source=Format.ONNX)
+    (plan,) = recipe.candidates
+    assert recipe.float_pipeline is not None
     context = PassContext(
         workdir=tmp_path, calibration=load_dataset(digits_data.calibration, "calibration")
     )
     source = Artifact(Format.ONNX, "digits-onnx", path=float_onnx)
-    int8 = plan.pipeline.run(source, context, PassCache(None))
+    float_tflite = recipe.float_pipeline.run(source, context, PassCache(None))
+    int8 = plan.pipeline.run(float_tflite, context, PassCache(None))
     assert [r.name for r in int8.lineage()] == ["onnx_to_tflite", "quantize_tflite"]
     _, x_test, _, y_test = load_split()
     host = LiteRtModel(int8.file)
@@ -261,12 +260,39 @@ def test_agent_litert_runtime_reproduces_the_golden_outputs(
     run_golden(served, verified)  # the agent's own check after install passes
 
 
+@pytest.mark.parametrize("tag", PROFILES)
+def test_golden_tolerance_is_two_output_steps_and_catches_a_float_runtime(
+    tflite_bundles: dict[str, VerifiedBundle], tag: str
+) -> None:
+    """The stored outputs are the artifact's own in LiteRT: the tolerance covers a device's
+    int8 rounding (two steps of the output scale), not the quantization error, so a runtime
+    that ran the float model instead (or dequantized wrongly) fails the check."""
+    from compiler.golden import QUANTIZED_STEPS
+
+    verified = tflite_bundles[tag]
+    manifest = verified.manifest
+    (out,) = manifest.interface.outputs
+    assert out.quantization is not None
+    assert manifest.golden.atol == pytest.approx(QUANTIZED_STEPS * out.quantization.scale)
+    assert manifest.golden.atol < 1.0
+    with np.load(verified.golden_path) as data:
+        inputs, expected = data["inputs"], data["outputs"]
+    import torch
+
+    from compiler.examples.digits import trained_cnn
+
+    model, _ = trained_cnn()
+    with torch.no_grad():
+        float_outputs = model(torch.from_numpy(inputs)).numpy()
+    assert not np.allclose(float_outputs, expected, atol=manifest.golden.atol, rtol=0.0)
+    shifted = expected + 3 * out.quantization.scale  # a zero point off by three
+    assert not np.allclose(shifted, expected, atol=manifest.golden.atol, rtol=0.0)
+
+
 def test_an_mcu_model_over_the_arena_budget_fails_the_compile_in_one_line(
     tflite_bundles: dict[str, VerifiedBundle],
 ) -> None:
     m7 = load_profile("arm/cortex-m7")
-    tight = m7.model_copy(
-        update={"budgets": m7.budgets.model_copy(update={"max_arena_bytes": 1024})}
-    )
+    tight = replace(m7, budgets=replace(m7.budgets, max_arena_bytes=1024))
     with pytest.raises(CompileError, match=r"^arm/cortex-m7: tensor arena estimate \d+ bytes"):
         budget.check(tight, tflite_bundles["arm/cortex-m7"].model_path)

@@ -38,6 +38,12 @@ def test_recipes_for_every_known_profile() -> None:
     expected = {
         "x86-64/avx512-vnni": ["int8-static-qdq", "fp32"],
         "raspberry-pi/4b": ["int8-static-qdq", "fp32"],
+        "raspberry-pi/4b-litert": [
+            "int8-full-tflite",
+            "int8-dynamic-tflite",
+            "fp16-tflite",
+            "fp32-tflite",
+        ],
         "nvidia/jetson-orin-nano": ["fp16", "int8-static-qdq", "fp32"],
         "qualcomm/hexagon-npu": ["int8-qnn-qdq", "fp16"],
         "google/coral-edgetpu": ["int8-full-tflite"],
@@ -85,13 +91,35 @@ def test_fp16_records_the_gpu_provider_options() -> None:
 @pytest.mark.usefixtures("no_tool_envs")
 def test_tflite_recipe_names_what_to_install() -> None:
     profile = load_profile("google/coral-edgetpu")
-    from_torch = recipe_for(profile, source=Format.TORCH).candidates[0].pipeline
-    assert [p.name for p in from_torch.passes] == ["torch_to_tflite", "quantize_tflite"]
-    (problem,) = from_torch.problems(profile)  # ai-edge-quantizer is a compiler dependency
+    recipe = recipe_for(profile, source=Format.TORCH)
+    assert recipe.float_pipeline is not None
+    assert [p.name for p in recipe.float_pipeline.passes] == ["torch_to_tflite"]
+    assert [p.name for p in recipe.candidates[0].pipeline.passes] == ["quantize_tflite"]
+    assert recipe.candidates[0].pipeline.problems(profile) == []  # a compiler dependency
+    (problem,) = recipe.float_pipeline.problems(profile)
     assert "pass 'torch_to_tflite'" in problem
     assert "'edgefleet tools setup litert-torch'" in problem
-    from_onnx = recipe_for(profile, source=Format.ONNX).candidates[0].pipeline
-    assert "onnx2tf" in from_onnx.problems(profile)[0]
+    from_onnx = recipe_for(profile, source=Format.ONNX).float_pipeline
+    assert from_onnx is not None and "onnx2tf" in from_onnx.problems(profile)[0]
+    assert recipe_for(profile, source=Format.TFLITE).float_pipeline is None  # the user's own
+
+
+def test_tflite_cpu_recipe_follows_the_quantization_mode() -> None:
+    tag = "raspberry-pi/4b-litert"
+    assert _names(tag, source=Format.TFLITE, quantization="static") == [
+        "int8-full-tflite",
+        "fp16-tflite",
+        "fp32-tflite",
+    ]
+    assert _names(tag, quantization="dynamic")[0] == "int8-dynamic-tflite"
+    assert _names(tag, quantization="none") == ["fp16-tflite", "fp32-tflite"]
+    recipe = recipe_for(load_profile(tag))
+    # float16 weights are a size variant (expanded to float32 at load on this CPU): only the
+    # int8 candidates must beat fp32 on the host
+    assert [c.faster_than_fp32 for c in recipe.candidates] == [True, True, False, True]
+    # an accelerator that only takes int8 gets no float variant
+    assert _names("google/coral-edgetpu", quantization="none") == ["fp32-tflite"]
+    assert _names("google/coral-edgetpu", quantization="dynamic") == ["int8-full-tflite"]
 
 
 def test_pass_config_digest_is_sha256_of_canonical_json() -> None:
@@ -166,6 +194,7 @@ def test_resolve_source(tmp_path: Path) -> None:
     assert (source.module, source.factory) == ("compiler.examples.digits", "trained_cnn")
     for bad, reason in [
         (str(tmp_path / "absent.onnx"), "no such ONNX file"),
+        (str(tmp_path / "absent.tflite"), "no such TFLite file"),
         (str(tmp_path), "a directory"),
         ("not a model", "neither an existing ONNX file"),
         ("pkg.mod:", "neither"),
