@@ -35,6 +35,7 @@ import logging
 import socketserver
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -46,10 +47,11 @@ from edge_agent.errors import AgentError, InputError, RuntimeBackendError
 from edge_agent.health import HealthMonitor
 from edge_agent.microbatch import Arrival, MicroBatcher
 from edge_agent.outbox import Outbox
-from edge_agent.recording import Done, Recorder, RecordIds
+from edge_agent.recording import Recorder, RecordIds
 from edge_agent.serving import Example, ModelSlot, ServedModel
 from edge_agent.shadow import ShadowRunner
 from edge_agent.telemetry import Metrics
+from edgefleet.codec import encode
 from edgefleet.errors import EdgefleetError
 
 if TYPE_CHECKING:
@@ -85,14 +87,19 @@ class PredictionService:
     micro_batch_wait_ms: float = 2.0
     mqtt_state: Callable[[], dict[str, Any]] = lambda: {"connected": False, "protocol": None}
     """What ``/v1/health`` says about the MQTT link (the agent wires its link in)."""
-    _cond: threading.Condition = field(default_factory=threading.Condition, init=False, repr=False)
-    _running: int = field(default=0, init=False, repr=False)
+    _inflight: deque[None] = field(default_factory=deque, init=False, repr=False)
+    """One entry per request in flight. Appending and popping are atomic, so the serving
+    path takes no lock; a request appends before it reads ``_closed`` and :meth:`close`
+    sets ``_closed`` before it reads the deque, so none slips past a close."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _cond: threading.Condition = field(init=False, repr=False)
     _closed: bool = field(default=False, init=False, repr=False)
     _ids: RecordIds = field(default_factory=RecordIds, init=False, repr=False)
     recorder: Recorder = field(init=False, repr=False)
     batcher: MicroBatcher | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._cond = threading.Condition(self._lock)
         self.recorder = Recorder(
             outbox=self.outbox,
             metrics=self.metrics,
@@ -110,10 +117,7 @@ class PredictionService:
 
     def predict(self, body: Any) -> dict[str, Any]:
         """Validate, run, log to the outbox (committed), and answer."""
-        with self._cond:
-            if self._closed:
-                raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is stopping")
-            self._running += 1
+        self._enter()
         try:
             batcher = self.batcher
             if batcher is None or _is_batch(body):
@@ -121,15 +125,25 @@ class PredictionService:
             with batcher.arrival() as arrival:
                 return self._predict(body, arrival)
         finally:
-            with self._cond:
-                self._running -= 1
+            self._leave()
+
+    def _enter(self) -> None:
+        self._inflight.append(None)
+        if self._closed:
+            self._leave()
+            raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is stopping")
+
+    def _leave(self) -> None:
+        self._inflight.pop()
+        if self._closed:  # only close() waits
+            with self._lock:
                 self._cond.notify_all()
 
     def close(self, timeout: float = 5.0) -> bool:
         """Refuse new predictions and wait for those running; True when all finished."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            finished = self._cond.wait_for(lambda: self._running == 0, timeout)
+            finished = self._cond.wait_for(lambda: not self._inflight, timeout)
         if self.batcher is not None:
             self.batcher.close()
         self.recorder.close()
@@ -162,33 +176,32 @@ class PredictionService:
                 )
             examples = [model.coerce(body[key], where=key)]
         if batch:
-            return self._run(model, examples)
+            answer = self._run(model, examples)
+            answer["outputs"] = [model.to_json(outputs) for outputs in answer["outputs"]]
+            return answer
         if arrival is not None and model.batch_axis == "dynamic":
             answer = arrival.submit(model, examples[0])
         else:
             answer = self._run(model, examples)
         return {
-            "output": answer.pop("outputs")[0],
+            "output": model.to_json(answer.pop("outputs")[0]),
             "record_id": answer.pop("record_ids")[0],
             **answer,
         }
 
     def predict_examples(self, examples: list[Example]) -> dict[str, Any]:
         """The in-process path for arrays already of the model's dtype and example shape:
-        run, log, count. Returns ``{"outputs", "record_ids", "model", "version", ...}``."""
-        with self._cond:
-            if self._closed:
-                raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "the agent is stopping")
-            self._running += 1
+        run, log, count. Returns ``{"outputs", "record_ids", "model", "version", ...}`` where
+        ``outputs`` holds, per example, its output arrays in manifest order (the HTTP layer
+        turns them into JSON; an in-process caller has no use for nested lists)."""
+        self._enter()
         try:
             model = self.slot.current()
             if model is None:
                 raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "no model is active yet")
             return self._run(model, examples)
         finally:
-            with self._cond:
-                self._running -= 1
-                self._cond.notify_all()
+            self._leave()
 
     def _run(self, model: ServedModel, examples: list[Example]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -200,13 +213,10 @@ class PredictionService:
         latency_ms = (time.perf_counter() - started) * 1000.0
         if self.shadow is not None:
             self.shadow.offer(examples, results)
-        outputs = [model.to_json(result) for result in results]
         record_ids = self._ids.take(len(examples))
-        logged = self.recorder.record(
-            Done(model, examples, results, outputs, record_ids, latency_ms, time.time())
-        )
+        logged = self.recorder.record(model, examples, results, record_ids, latency_ms, time.time())
         return {
-            "outputs": outputs,
+            "outputs": results,
             "record_ids": record_ids,
             "model": model.name,
             "version": model.version,
@@ -252,7 +262,7 @@ class PredictionService:
             "batch_axis": model.batch_axis,
             "example_shape": list(model.example_shape),
             "example_shapes": {name: list(shape) for name, shape in model.example_shapes.items()},
-            "interface": manifest.interface.model_dump(mode="json"),
+            "interface": encode(manifest.interface),
         }
 
 
@@ -264,6 +274,9 @@ def _is_batch(body: Any) -> bool:
 class _ApiServer:
     service: PredictionService
     max_body: int
+    # socketserver's listen backlog is 5: a burst of clients connecting at once (a camera
+    # pipeline's workers starting together) got connection resets instead of waiting.
+    request_queue_size = 128
 
 
 class _TcpServer(_ApiServer, ThreadingHTTPServer):

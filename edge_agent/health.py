@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,16 @@ class HealthMonitor:
             stats.nan_outputs += nan
             if latency_ms is not None:
                 stats.latencies.append(latency_ms)
+
+    def record_calls(self, key: str, calls: Sequence[tuple[float, int, int]]) -> None:
+        """Several successful requests ``(latency_ms, examples, nan)``, under one lock."""
+        with self._lock:
+            stats = self._stats.get(key)
+            if stats is None:
+                stats = self._stats[key] = _Stats()
+            stats.requests += len(calls)
+            stats.nan_outputs += sum(call[2] for call in calls)
+            stats.latencies.extend(call[0] for call in calls)
 
     def reset(self, key: str) -> None:
         with self._lock:

@@ -10,9 +10,10 @@ requests share the cost of a commit. Two modes:
   ``commit_interval`` and commits everything queued, so what a power cut can lose is bounded
   by that interval plus the commit in progress.
 
-The records of one commit share one :class:`threading.Event` (a condition per group, not per
-record), and a submit wakes the writer only when it is idle, so a busy writer costs the
-serving path one lock and a list append.
+Each :class:`Ticket` carries one raw lock, held until its records are committed: waking a
+durable writer costs one futex, where an :class:`threading.Event` shared by a group also made
+every woken thread queue for the event's own lock. A submit wakes the writer only when it is
+idle, so a busy writer costs the serving path one lock and a list append.
 
 Bounded by ``max_bytes`` of record payload with an explicit policy: ``drop_oldest`` deletes
 the oldest records (delivered or not) to make room, ``reject_new`` refuses the new ones.
@@ -27,17 +28,19 @@ exactly the sequence numbers the fleet server acknowledged. ``seq`` comes from
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import AgentError
+from edgefleet.codec import decode
 from edgefleet.protocol.messages import PredictionRecord
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 )
 """
 _CHUNK = 500
+_ROWS_PER_INSERT = 64
 
 
 class OutboxMode(StrEnum):
@@ -91,20 +95,40 @@ class OutboxStats:
         return self.dropped_oldest + self.rejected_new
 
 
-@dataclass
 class Ticket:
-    """One submitted group of records; ``wait`` returns their seqs ([] when not stored)."""
+    """One submitted group of records; ``wait`` returns their seqs ([] when not stored).
 
-    rows: list[str]
-    done: threading.Event
-    """Shared by every ticket of one group commit."""
-    seqs: list[int] = field(default_factory=list)
-    stored: bool = False
+    ``_pending`` is a lock taken at creation and released by the writer once the records
+    are committed (or dropped); a waiter acquires and releases it again, so any number of
+    threads may wait on one ticket."""
+
+    __slots__ = ("_pending", "done", "first", "rows", "stored")
+
+    def __init__(self, rows: list[str]) -> None:
+        self.rows = rows
+        self.first = 0
+        """The seq of the first row once stored; the rows' seqs are consecutive."""
+        self.stored = False
+        self.done = False
+        """True once the writer is through with the ticket (committed or dropped)."""
+        self._pending = threading.Lock()
+        self._pending.acquire()
+
+    @property
+    def seqs(self) -> list[int]:
+        return list(range(self.first, self.first + len(self.rows))) if self.stored else []
 
     def wait(self, timeout: float | None = None) -> list[int]:
-        if not self.done.wait(timeout):
-            raise TimeoutError("the outbox writer did not commit in time")
+        if not self.done:
+            if not self._pending.acquire(timeout=-1 if timeout is None else timeout):
+                raise TimeoutError("the outbox writer did not commit in time")
+            self._pending.release()
         return self.seqs
+
+    def finish(self) -> None:
+        """The writer is through with the ticket: wake its waiters."""
+        self.done = True
+        self._pending.release()
 
 
 class Outbox:
@@ -128,9 +152,10 @@ class Outbox:
         self._bytes = int(total)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue: list[Ticket] = []
-        self._group = threading.Event()
+        self._last: Ticket | None = None
         self._queued = 0
         self._idle = False
         self._closing = False
@@ -151,18 +176,22 @@ class Outbox:
     def submit(self, records: Sequence[Mapping[str, Any]]) -> Ticket:
         """Queue records for the next group commit (every PredictionRecord field but seq)."""
         return self.submit_rows(
-            [json.dumps({k: v for k, v in r.items() if k != "seq"}) for r in records]
+            [
+                json.dumps({k: v for k, v in r.items() if k != "seq"} if "seq" in r else r)
+                for r in records
+            ]
         )
 
     def submit_rows(self, rows: list[str]) -> Ticket:
         """Like :meth:`submit`, for records already encoded as JSON objects (without seq)."""
-        with self._cond:
+        ticket = Ticket(rows)
+        with self._lock:
             while self._queued >= self.config.max_queue and not self._closing:
                 self._cond.wait(0.1)  # back-pressure: the writer is far behind
             if self._closing:
                 raise AgentError(f"{self.path}: the outbox is closed")
-            ticket = Ticket(rows, self._group)
             self._queue.append(ticket)
+            self._last = ticket
             self._queued += len(rows)
             if self._idle:
                 self._idle = False
@@ -192,9 +221,14 @@ class Outbox:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted so far is committed (or dropped)."""
-        with self._cond:
-            group = self._group if self._queue else None
-        return group is None or group.wait(timeout)
+        last = self._last  # batches commit in submission order
+        if last is None:
+            return True
+        try:
+            last.wait(timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _run(self) -> None:
         fast = self.config.mode is OutboxMode.FAST
@@ -208,13 +242,13 @@ class Outbox:
                     return
                 if fast and not self._closing:  # let a commit interval's records gather
                     self._cond.wait(self.config.commit_interval)
-                batch, group = self._queue, self._group
-                self._queue, self._group, self._queued = [], threading.Event(), 0
+                batch, self._queue, self._queued = self._queue, [], 0
                 self._cond.notify_all()
             try:
                 self._commit(batch)
             finally:
-                group.set()
+                for ticket in batch:
+                    ticket.finish()
 
     def _commit(self, batch: list[Ticket]) -> None:
         with self._write_lock:
@@ -230,7 +264,8 @@ class Outbox:
 
     def _insert(self, batch: list[Ticket]) -> None:
         limit = self.config.max_bytes
-        size = sum(len(row) for ticket in batch for row in ticket.rows)
+        rows = [(row, len(row)) for ticket in batch for row in ticket.rows]
+        size = sum(row[1] for row in rows)
         self._db.execute("BEGIN IMMEDIATE")
         freed = 0
         if self._bytes + size > limit:
@@ -238,13 +273,10 @@ class Outbox:
                 freed = self._drop_oldest(self._bytes + size - limit)
             else:
                 batch = self._reject(batch, limit - self._bytes)
-                size = sum(len(row) for ticket in batch for row in ticket.rows)
-        rows = [(row, len(row)) for ticket in batch for row in ticket.rows]
+                rows = [(row, len(row)) for ticket in batch for row in ticket.rows]
+                size = sum(row[1] for row in rows)
         if rows:
-            self._db.executemany("INSERT INTO outbox (record, size) VALUES (?, ?)", rows)
-            (last,) = self._db.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
-            ).fetchone()
+            last = self._insert_rows(rows)
         self._db.execute("COMMIT")
         self._bytes += size - freed
         self._stats.commits += 1
@@ -252,9 +284,21 @@ class Outbox:
         if rows:
             first = int(last) - len(rows) + 1
             for ticket in batch:
-                ticket.seqs = list(range(first, first + len(ticket.rows)))
+                ticket.first = first
                 ticket.stored = True
                 first += len(ticket.rows)
+
+    def _insert_rows(self, rows: list[tuple[str, int]]) -> int:
+        """INSERT ``rows`` with multi-row statements of up to ``_ROWS_PER_INSERT``; returns
+        the last seq. One statement per chunk, not one per row as ``executemany`` runs:
+        sqlite3 lets go of the GIL around every statement step, and with many writer
+        threads waiting for it, getting it back costs more than the insert itself."""
+        cursor: sqlite3.Cursor | None = None
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            cursor = self._db.execute(_insert_sql(len(chunk)), [v for row in chunk for v in row])
+        assert cursor is not None and cursor.lastrowid is not None
+        return cursor.lastrowid
 
     def _drop_oldest(self, need: int) -> int:
         """Delete the oldest records until ``need`` bytes are free; returns bytes freed."""
@@ -386,13 +430,20 @@ class Outbox:
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the connections."""
-        with self._cond:
+        with self._lock:
             self._closing = True
             self._cond.notify_all()
         self._writer.join(timeout=30)
         with self._write_lock, self._read_lock:
             self._db.close()
             self._reader.close()
+
+
+@functools.cache
+def _insert_sql(count: int) -> str:
+    """The INSERT of ``count`` rows (at most ``_ROWS_PER_INSERT`` texts, so at most that
+    many statements in sqlite3's statement cache)."""
+    return "INSERT INTO outbox (record, size) VALUES " + ", ".join(["(?, ?)"] * count)
 
 
 def _count(batch: list[Ticket]) -> int:
@@ -405,4 +456,4 @@ def _is_full(exc: sqlite3.Error) -> bool:
 
 
 def _record(seq: int, text: str) -> PredictionRecord:
-    return PredictionRecord.model_validate({**json.loads(text), "seq": seq})
+    return decode(PredictionRecord, {**json.loads(text), "seq": seq})

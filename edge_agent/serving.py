@@ -46,11 +46,11 @@ class ServedModel:
     deployment_id: str
     path: Path
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         return self.manifest.name
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         return self.manifest.version
 
@@ -61,6 +61,14 @@ class ServedModel:
     @functools.cached_property
     def input_spec(self) -> TensorSpec:
         return self.manifest.interface.inputs[0]
+
+    @functools.cached_property
+    def input_name(self) -> str:
+        return self.input_spec.name
+
+    @functools.cached_property
+    def single_output(self) -> bool:
+        return len(self.manifest.interface.outputs) == 1
 
     @functools.cached_property
     def input_names(self) -> tuple[str, ...]:
@@ -127,8 +135,16 @@ class ServedModel:
     def run_examples(self, examples: Sequence[Example]) -> list[list[Array]]:
         """Run examples; returns, per example, the outputs in manifest order."""
         if self.batch_axis == "dynamic" and examples:
-            if len(examples) == 1:
-                outputs = self.prepared.run(self._feed(examples[0], batched=True))
+            if len(examples) == 1:  # the serving path's common case: keep it short
+                example = examples[0]
+                feed = (
+                    self._feed(example, batched=True)
+                    if isinstance(example, dict)
+                    else {self.input_name: example[np.newaxis]}
+                )
+                outputs = self.prepared.run(feed)
+                if len(outputs) == 1:
+                    return [[outputs[0][0]]]
                 return [[output[0] for output in outputs]]
             if _same_shapes(examples):
                 outputs = self.prepared.run(self._stacked(examples))
@@ -155,9 +171,9 @@ class ServedModel:
 
     def to_json(self, outputs: list[Array]) -> Any:
         """One example's outputs as JSON: a nested list, or {name: list} for several outputs."""
-        specs = self.manifest.interface.outputs
-        if len(specs) == 1:
+        if self.single_output:
             return outputs[0].tolist()
+        specs = self.manifest.interface.outputs
         return {spec.name: output.tolist() for spec, output in zip(specs, outputs, strict=True)}
 
 
@@ -268,15 +284,17 @@ def _kind_name(array: Array) -> str:
 
 
 class ModelSlot:
-    """Holds the model being served; :meth:`swap` is atomic."""
+    """Holds the model being served; :meth:`swap` is atomic.
+
+    Reading the slot takes no lock: reading one attribute is atomic, and every request
+    reads it once."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._model: ServedModel | None = None
 
     def current(self) -> ServedModel | None:
-        with self._lock:
-            return self._model
+        return self._model
 
     def swap(self, model: ServedModel | None) -> ServedModel | None:
         """Serve ``model`` from now on; returns the one it replaces."""

@@ -3,11 +3,12 @@
 The serving path only calls :meth:`ShadowRunner.offer`, which samples and puts the request
 in a bounded queue without waiting (a full queue skips the sample and counts it), so the
 candidate never slows or fails a request. A worker thread runs the candidate and compares its
-first output with what the active model answered: top-1 agreement (argmax over the last axis)
-and the mean absolute difference, plus the candidate's latency and errors, per telemetry
-window (:meth:`ShadowRunner.take`). Models with several inputs are mirrored input by input;
-with several outputs only the first is compared. A candidate whose input names differ from
-the active model's is not run: the samples are counted as skipped and the reason logged once.
+outputs with what the active model answered (:func:`compare_outputs`): top-1 agreement and the
+mean absolute difference, plus the candidate's latency and errors, per telemetry window
+(:meth:`ShadowRunner.take`). Models with several inputs are mirrored input by input; with
+several outputs every output is compared, in the manifest's order, and an example agrees only
+when every output does. A candidate whose input names differ from the active model's is not
+run: the samples are counted as skipped and the reason logged once.
 
 :func:`check_memory` refuses to start a shadow when memory cannot hold both models. What the
 process may still use is the least of: what the OS reports available, the headroom under the
@@ -46,7 +47,7 @@ _CGROUP_FILES = (  # (limit, usage): cgroup v2, then v1
     ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes"),
 )
 _UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a huge number
-_Item = tuple[list[Example], list[Array]]
+_Item = tuple[list[Example], list[Sequence[Array]]]
 
 
 def model_bytes(path: Path) -> int:
@@ -130,6 +131,24 @@ class _Window:
     latencies_ms: list[float] = field(default_factory=list)
 
 
+def compare_outputs(mine: Sequence[Array], theirs: Sequence[Array]) -> tuple[bool, float]:
+    """One example's outputs from the candidate against the active model's: (whether the top-1
+    (flat argmax) agrees on every output, the mean absolute difference averaged over the
+    outputs). Outputs that cannot be compared (a different count or shape, or empty) disagree
+    and add no difference."""
+    if len(mine) != len(theirs):
+        return False, 0.0
+    agree, diffs = True, []
+    for candidate, active in zip(mine, theirs, strict=True):
+        a, b = np.asarray(candidate, np.float64), np.asarray(active, np.float64)
+        if a.shape != b.shape or not a.size:
+            agree = False
+            continue
+        diffs.append(float(np.mean(np.abs(a - b))))
+        agree = agree and int(np.argmax(a)) == int(np.argmax(b))
+    return agree, sum(diffs) / len(diffs) if diffs else 0.0
+
+
 class ShadowRunner:
     def __init__(
         self, candidate: ServedModel, *, sample_rate: float = 1.0, queue_size: int = 256
@@ -162,7 +181,7 @@ class ShadowRunner:
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return
         try:
-            self._queue.put_nowait((list(examples), [result[0] for result in results]))
+            self._queue.put_nowait((list(examples), list(results)))
         except queue.Full:
             with self._lock:
                 self._window.skipped += 1
@@ -184,7 +203,7 @@ class ShadowRunner:
             finally:
                 self._queue.task_done()
 
-    def _compare(self, examples: list[Example], primary: list[Array]) -> None:
+    def _compare(self, examples: list[Example], primary: list[Sequence[Array]]) -> None:
         reason = self._mismatch(examples[0]) if examples else None
         if reason is not None:
             if not self._warned:
@@ -204,13 +223,10 @@ class ShadowRunner:
             return
         latency_ms = (time.perf_counter() - started) * 1000.0
         agree, diff = 0, 0.0
-        for mine, theirs in zip((r[0] for r in results), primary, strict=True):
-            a, b = np.asarray(mine, np.float64), np.asarray(theirs, np.float64)
-            if a.shape != b.shape:
-                continue
-            diff += float(np.mean(np.abs(a - b))) if a.size else 0.0
-            if a.size and int(np.argmax(a)) == int(np.argmax(b)):
-                agree += 1
+        for mine, theirs in zip(results, primary, strict=True):
+            same_top1, abs_diff = compare_outputs(mine, theirs)
+            agree += same_top1
+            diff += abs_diff
         with self._lock:
             for window in (self._window, self._total):
                 window.compared += len(examples)

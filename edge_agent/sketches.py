@@ -2,8 +2,8 @@
 
 A :class:`SketchSet` follows up to ``max_features`` flat positions of each example (evenly
 spaced when the example is larger), so its cost per request is bounded whatever the input
-size. Examples are only sampled on :meth:`SketchSet.add` (one fancy index per example) and
-folded in bulk every ``FOLD_ROWS`` examples or when the sketches are read, with Chan's
+size. Examples are only sampled when added (one stack and one fancy index per batch of
+examples) and folded in bulk every ``FOLD_ROWS`` examples or when the sketches are read, with Chan's
 parallel update, so a request costs about a microsecond, not a few vector operations.
 """
 
@@ -30,6 +30,8 @@ class SketchSet:
         self._index: npt.NDArray[np.int64] | None = None
         self._width = -1
         self._pending: list[npt.NDArray[np.generic]] = []
+        """Sampled features, one block of rows per add."""
+        self._pending_rows = 0
         self.count = 0
         self.mean: Floats = np.zeros(0)
         self.m2: Floats = np.zeros(0)
@@ -40,28 +42,37 @@ class SketchSet:
     def add(self, batch: npt.NDArray[np.generic]) -> None:
         """Add examples: ``batch`` has the examples on its first axis."""
         array = np.asarray(batch)
-        self.add_examples(list(array) if array.ndim > 1 else [array])
+        self._add_rows(array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(1, -1))
 
     def add_examples(self, examples: Sequence[npt.NDArray[np.generic]]) -> None:
-        """Add examples, each one array (all of one shape)."""
+        """Add examples, each one array. Examples of one shape (the usual case) are sampled
+        with one stack and one fancy index for all of them."""
         if not examples:
             return
-        width = int(examples[0].size)
+        shape = examples[0].shape
+        if all(example.shape == shape for example in examples):
+            self._add_rows(np.stack(examples).reshape(len(examples), -1))
+        else:  # a model with a dynamic axis besides the batch one
+            for example in examples:
+                self._add_rows(example.reshape(1, -1))
+
+    def _add_rows(self, rows: npt.NDArray[np.generic]) -> None:
+        """Sample the followed features of ``rows`` (one flattened example per row)."""
+        width = int(rows.shape[1])
         if width != self._width:
             self._fold()
             self._reset(width)
-        index = self._index
-        assert index is not None
-        for example in examples:
-            self._pending.append(example.reshape(-1)[index])
-        if len(self._pending) >= FOLD_ROWS:
+        self._pending.append(rows[:, self._index])
+        self._pending_rows += len(rows)
+        if self._pending_rows >= FOLD_ROWS:
             self._fold()
 
     def _fold(self) -> None:
         if not self._pending:
             return
-        values = np.asarray(self._pending, dtype=np.float64)
+        values = np.concatenate(self._pending).astype(np.float64, copy=False)
         self._pending = []
+        self._pending_rows = 0
         finite = np.isfinite(values).all(axis=1)
         values = values[finite]
         n = len(values)

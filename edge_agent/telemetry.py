@@ -108,6 +108,31 @@ class Metrics:
             if len(window.latencies_ms) < MAX_SAMPLES:
                 window.latencies_ms.append(latency_ms)
 
+    def record_calls(
+        self,
+        calls: Sequence[tuple[float, int, int]],
+        inputs: Sequence[Array] = (),
+        outputs: Sequence[Array] = (),
+    ) -> None:
+        """Several :meth:`record_request` (``(latency_ms, examples, nan)`` each) and one
+        :meth:`observe_examples`, under one lock: what the recorder does per batch."""
+        buckets = [bisect.bisect_left(LATENCY_BOUNDS_MS, call[0]) for call in calls]
+        with self._lock:
+            window = self._window
+            latencies = window.latencies_ms
+            for (latency_ms, count, nan), bucket in zip(calls, buckets, strict=True):
+                window.requests += count
+                window.nan_outputs += nan
+                window.histogram[bucket] += 1
+                self.total_requests += count
+                self.total_latency_ms += latency_ms
+                self.total_histogram[bucket] += 1
+                if len(latencies) < MAX_SAMPLES:
+                    latencies.append(latency_ms)
+            self.total_calls += len(calls)
+            window.inputs.add_examples(inputs)
+            window.outputs.add_examples(outputs)
+
     def record_error(self) -> None:
         with self._lock:
             self._window.errors += 1

@@ -62,6 +62,12 @@ class OnnxRuntimeModel:
         self._output_names = output_names
         self._errors = errors
         self._provider = str(session.get_providers()[0])
+        wanted = set(output_names)
+        self._tensors = all(
+            str(node.type).startswith("tensor(")
+            for node in session.get_outputs()
+            if node.name in wanted
+        )
 
     @property
     def provider(self) -> str:
@@ -73,9 +79,13 @@ class OnnxRuntimeModel:
 
     def run(self, feeds: Mapping[str, Array]) -> list[Array]:
         try:
-            outputs = self._session.run(self._output_names, dict(feeds))
+            outputs = self._session.run(
+                self._output_names, feeds if type(feeds) is dict else dict(feeds)
+            )
         except self._errors as exc:
             raise RuntimeBackendError(f"onnxruntime run failed: {exc}") from exc
+        if self._tensors:  # every output a tensor: onnxruntime returned ndarrays already
+            return outputs  # type: ignore[no-any-return]
         return [np.asarray(output) for output in outputs]
 
 

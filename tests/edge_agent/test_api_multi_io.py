@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_two_io(path: Path) -> Path:
+def write_two_io(path: Path, scale: float = 2.0) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -57,7 +58,7 @@ def write_two_io(path: Path) -> Path:
             helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch", "seq"]),
             helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["batch", "seq"]),
         ],
-        [numpy_helper.from_array(np.float32([2.0]), "two")],
+        [numpy_helper.from_array(np.float32([scale]), "two")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -65,7 +66,7 @@ def write_two_io(path: Path) -> Path:
     return path
 
 
-def served_two_io(tmp_path: Path, backend: OnnxRuntimeBackend) -> ServedModel:
+def served_two_io(tmp_path: Path, backend: OnnxRuntimeBackend, scale: float = 2.0) -> ServedModel:
     interface = ModelInterface(
         inputs=(
             TensorSpec(name="a", dtype="float32", shape=("batch", "seq")),
@@ -76,8 +77,8 @@ def served_two_io(tmp_path: Path, backend: OnnxRuntimeBackend) -> ServedModel:
             TensorSpec(name="scaled", dtype="float32", shape=("batch", "seq")),
         ),
     )
-    manifest = manifest_for(name="two").model_copy(update={"interface": interface})
-    path = write_two_io(tmp_path / "two.onnx")
+    manifest = replace(manifest_for(name="two"), interface=interface)
+    path = write_two_io(tmp_path / "two.onnx", scale)
     return ServedModel(
         manifest=manifest,
         prepared=backend.prepare(path, manifest),
@@ -273,6 +274,26 @@ def test_shadow_mirrors_named_examples_and_skips_a_candidate_that_cannot_take_th
         for r in caplog.records
         if r.levelno == logging.WARNING
     )
+
+
+def test_shadow_compares_every_output_not_only_the_first(
+    tmp_path: Path, backend: OnnxRuntimeBackend, two: ServedModel
+) -> None:
+    # The candidate's first output ('total') is the active model's; its second ('scaled') is
+    # negated, so its top-1 flips on every example.
+    (tmp_path / "candidate").mkdir()
+    shadow = ShadowRunner(served_two_io(tmp_path / "candidate", backend, scale=-2.0))
+    shadow.start()
+    with _stack(tmp_path, two, shadow=shadow) as (_, _, client):
+        for k in range(4):
+            assert client.predict({"inputs": {"a": [1.0, k + 2.0], "b": [k, 2]}})[0] == 200
+        assert shadow.drain()
+    shadow.stop()
+    stats = shadow.totals()
+    assert (stats.compared, stats.top1_agreement) == (4, 0.0)
+    # mean over the two outputs of |2a - (-2a)| = 4|a|: (0 + mean(4|a|)) / 2 per example
+    expected = np.mean([np.mean(4 * np.abs([1.0, k + 2.0])) / 2 for k in range(4)])
+    assert stats.mean_abs_diff == pytest.approx(expected)
 
 
 def test_agent_predict_over_an_npz_with_one_array_per_input(

@@ -123,7 +123,7 @@ def test_concurrent_durable_writes_share_commits(tmp_path: Path) -> None:
     def work(offset: int) -> None:
         for n in range(200):
             ticket = outbox.write([_record(offset + n)])
-            assert ticket.done.is_set() and ticket.stored
+            assert ticket.done and ticket.stored
             with lock:
                 tickets.append(ticket)
 
@@ -149,6 +149,36 @@ def test_fast_mode_returns_before_the_commit_and_close_flushes(tmp_path: Path) -
     reopened = Outbox(tmp_path / "outbox.sqlite")
     assert reopened.depth() == 600
     reopened.close()
+
+
+def test_a_ticket_wakes_every_waiter_and_times_out_before_its_commit(tmp_path: Path) -> None:
+    config = OutboxConfig(mode=OutboxMode.FAST, commit_interval=0.5)
+    outbox = Outbox(tmp_path / "outbox.sqlite", config)
+    outbox.write([_record(0)])  # seq 1
+    ticket = outbox.write([_record(n) for n in (1, 2, 3)])  # fast: back before the commit
+    assert not ticket.done and ticket.seqs == []
+    with pytest.raises(TimeoutError):
+        ticket.wait(0.01)
+    seen: list[list[int]] = []
+    waiters = [threading.Thread(target=lambda: seen.append(ticket.wait(10))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    assert outbox.flush(10)
+    assert ticket.done and ticket.stored
+    for waiter in waiters:
+        waiter.join()
+    assert seen == [[2, 3, 4]] * 3 and ticket.wait(0) == [2, 3, 4]
+    assert outbox.get([2, 3, 4])[2].record_id == "r3"
+    outbox.close()
+
+
+def test_a_group_larger_than_one_insert_statement_keeps_seqs_in_order(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    tickets = [outbox.submit([_record(n) for n in range(i * 50, i * 50 + 50)]) for i in range(5)]
+    seqs = [seq for ticket in tickets for seq in ticket.wait(10)]
+    assert seqs == list(range(1, 251))
+    assert [r.record_id for r in outbox.pending(300)] == [f"r{n}" for n in range(250)]
+    outbox.close()
 
 
 def _sized(n: int) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def _with_shadow(desired: DesiredState, bundle: BuiltBundle, artifact_id: int) -
         sha256=bundle.sha256,
         size=bundle.size,
     )
-    return desired.model_copy(update={"shadow": ShadowSpec(artifact=artifact, sample_rate=1.0)})
+    return replace(desired, shadow=ShadowSpec(artifact=artifact, sample_rate=1.0))
 
 
 def _service(rig: Rig, runner: ShadowRunner | None) -> PredictionService:
@@ -173,9 +174,7 @@ def test_check_memory_uses_the_smaller_of_os_and_profile_memory(profile: Hardwar
     check_memory(1 << 20, 1 << 20, profile, factor=4, available=1 << 30)
     with pytest.raises(UpdateError, match="available memory is 7 MiB"):
         check_memory(1 << 20, 1 << 20, profile, factor=4, available=7 << 20)
-    small = profile.model_copy(
-        update={"hardware": profile.hardware.model_copy(update={"memory_mb": 2})}
-    )
+    small = replace(profile, hardware=replace(profile.hardware, memory_mb=2))
     with pytest.raises(UpdateError, match=f"profile {profile.tag} memory is 2 MiB"):
         check_memory(1 << 20, 0, small, factor=4, available=1 << 30)
 

@@ -123,3 +123,24 @@ def test_a_failed_publish_folds_back_into_the_next_window(tmp_path: Path) -> Non
     finally:
         loop.stop()
     assert [t.requests for t in sent[:2]] == [3, 3]
+
+
+def test_record_calls_counts_like_record_request_and_sketches_examples_of_two_shapes() -> None:
+    one, many = Metrics(sketch_features=4), Metrics(sketch_features=4)
+    calls = [(0.3, 1, 0), (2.0, 3, 1), (40.0, 2, 0)]
+    for latency_ms, count, nan in calls:
+        one.record_request(latency_ms, count=count, nan=nan)
+    rng = np.random.default_rng(5)
+    same = [rng.normal(size=(4,)).astype(np.float32) for _ in range(5)]
+    longer = [rng.normal(size=(6,)).astype(np.float32) for _ in range(2)]  # a dynamic axis
+    many.record_calls(calls, same, same)
+    many.record_calls([], same + longer, [])
+    assert many.totals() == one.totals()
+    window, expected_window = many.take(), one.take()
+    assert (window.requests, window.nan_outputs) == (6, 1)
+    assert window.histogram == expected_window.histogram
+    assert window.latency == expected_window.latency
+    # the width changed with the longer examples: the sketches restart on them
+    assert [s.count for s in window.input_sketches] == [2] * 4
+    assert [s.count for s in window.output_sketches] == [5] * 4
+    assert window.output_sketches[0].mean == pytest.approx(np.mean([float(x[0]) for x in same]))
