@@ -22,7 +22,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import numpy as np
 
@@ -244,7 +243,7 @@ class Recorder:
         rate = self.input_sample_rate
         shared = self._encoder.shared(model)
         calls: list[tuple[float, int, int]] = []
-        inputs: list[Array] = []
+        inputs: list[Example] = []
         outputs: list[Array] = []
         for _, examples, results, record_ids, latency_ms, ts in items:
             tail = f', "latency_ms": {latency_ms / len(examples)!r}, "ts": {ts!r}}}'
@@ -258,8 +257,7 @@ class Recorder:
                     f'"{input_digest(example)}", "input": {sample}, "output": {text}{tail}'
                 )
             calls.append((latency_ms, len(examples), nan))
-            if not model.multi_input:  # per-feature input sketches need one input tensor
-                inputs.extend(cast(Sequence[Array], examples))
+            inputs.extend(examples)
             outputs.extend(result[0] for result in results)
         self.monitor.record_calls(model.artifact_sha256, calls)
         self.metrics.record_calls(calls, inputs, outputs)

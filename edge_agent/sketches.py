@@ -1,15 +1,17 @@
 """Mergeable per-feature sketches for drift monitoring: Welford mean/M2, min, max, histogram.
 
-A :class:`SketchSet` follows up to ``max_features`` flat positions of each example (evenly
-spaced when the example is larger), so its cost per request is bounded whatever the input
-size. Examples are only sampled when added (one stack and one fancy index per batch of
-examples) and folded in bulk every ``FOLD_ROWS`` examples or when the sketches are read, with Chan's
-parallel update, so a request costs about a microsecond, not a few vector operations.
+A :class:`SketchSet` follows up to ``max_features`` flat positions of one tensor of each
+example (evenly spaced when the tensor is larger), so its cost per request is bounded whatever
+the input size. Examples are only sampled when added (one stack and one fancy index per batch
+of examples) and folded in bulk every ``FOLD_ROWS`` examples or when the sketches are read,
+with Chan's parallel update, so a request costs about a microsecond, not a few vector
+operations. :class:`InputSketches` keeps one set per input name for models with several named
+inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -19,13 +21,22 @@ from edgefleet.protocol.messages import FeatureSketch, Histogram
 DEFAULT_BOUNDS: tuple[float, ...] = (-10.0, -3.0, -1.0, -0.3, 0.0, 0.3, 1.0, 3.0, 10.0)
 Floats = npt.NDArray[np.float64]
 FOLD_ROWS = 256
+Tensor = npt.NDArray[np.generic]
 
 
 class SketchSet:
     """Sketches of one tensor per example (not thread-safe: the caller holds a lock)."""
 
-    def __init__(self, max_features: int = 32, bounds: Sequence[float] = DEFAULT_BOUNDS) -> None:
+    def __init__(
+        self,
+        max_features: int = 32,
+        bounds: Sequence[float] = DEFAULT_BOUNDS,
+        *,
+        name: str | None = None,
+    ) -> None:
         self.max_features = max_features
+        self.name = name
+        """The model input these sketches follow, for a model with several inputs."""
         self.bounds = np.asarray(bounds, dtype=np.float64)
         self._index: npt.NDArray[np.int64] | None = None
         self._width = -1
@@ -111,6 +122,7 @@ class SketchSet:
         return tuple(
             FeatureSketch(
                 index=int(index),
+                input_name=self.name,
                 count=self.count,
                 mean=float(self.mean[i]),
                 m2=max(0.0, float(self.m2[i])),
@@ -120,3 +132,38 @@ class SketchSet:
             )
             for i, index in enumerate(self._index)
         )
+
+
+class InputSketches:
+    """Sketches of a model's inputs: one :class:`SketchSet` for examples that are one array,
+    one per input name for examples that are named arrays (not thread-safe either)."""
+
+    def __init__(self, max_features: int = 32) -> None:
+        self.max_features = max_features
+        self.single = SketchSet(max_features)
+        self.named: dict[str, SketchSet] = {}
+
+    def add(self, batch: Tensor) -> None:
+        """Add examples of a one-input model: ``batch`` has them on its first axis."""
+        self.single.add(batch)
+
+    def add_examples(self, examples: Sequence[Tensor | Mapping[str, Tensor]]) -> None:
+        arrays: list[Tensor] = []
+        by_name: dict[str, list[Tensor]] = {}
+        for example in examples:
+            if isinstance(example, Mapping):
+                for name, array in example.items():
+                    by_name.setdefault(name, []).append(np.asarray(array))
+            else:
+                arrays.append(example)
+        self.single.add_examples(arrays)
+        for name, named in by_name.items():
+            sketch = self.named.get(name)
+            if sketch is None:
+                sketch = self.named[name] = SketchSet(self.max_features, name=name)
+            sketch.add_examples(named)
+
+    def sketches(self) -> tuple[FeatureSketch, ...]:
+        """The one-input sketches, then each named input's, by name."""
+        named = (sketch for name in sorted(self.named) for sketch in self.named[name].sketches())
+        return (*self.single.sketches(), *named)

@@ -15,7 +15,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 
 from edge_agent.runtime.base import Array
-from edge_agent.sketches import SketchSet
+from edge_agent.sketches import InputSketches, SketchSet
 from edgefleet.protocol.messages import (
     FeatureSketch,
     Histogram,
@@ -49,11 +49,11 @@ class _Window:
     nan_outputs: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     histogram: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_MS) + 1))
-    inputs: SketchSet = field(init=False)
+    inputs: InputSketches = field(init=False)
     outputs: SketchSet = field(init=False)
 
     def __post_init__(self) -> None:
-        self.inputs = SketchSet(self.sketch_features)
+        self.inputs = InputSketches(self.sketch_features)
         self.outputs = SketchSet(self.sketch_features)
 
 
@@ -111,7 +111,7 @@ class Metrics:
     def record_calls(
         self,
         calls: Sequence[tuple[float, int, int]],
-        inputs: Sequence[Array] = (),
+        inputs: Sequence[Array | Mapping[str, Array]] = (),
         outputs: Sequence[Array] = (),
     ) -> None:
         """Several :meth:`record_request` (``(latency_ms, examples, nan)`` each) and one
@@ -144,7 +144,9 @@ class Metrics:
             self._window.inputs.add(inputs)
             self._window.outputs.add(outputs)
 
-    def observe_examples(self, inputs: Sequence[Array], outputs: Sequence[Array]) -> None:
+    def observe_examples(
+        self, inputs: Sequence[Array | Mapping[str, Array]], outputs: Sequence[Array]
+    ) -> None:
         """Like :meth:`observe`, for lists of per-example arrays (no stacking)."""
         with self._lock:
             self._window.inputs.add_examples(inputs)

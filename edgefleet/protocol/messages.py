@@ -159,6 +159,13 @@ class FeatureSketch(_Message):
     index: int = field(
         metadata=spec(ge=0, description="Flat position in the example (or output vector).")
     )
+    input_name: str | None = field(
+        default=None,
+        metadata=spec(
+            description="The model input this feature is in, for a model with several inputs "
+            "(index is then the flat position within that input)."
+        ),
+    )
     count: int = field(metadata=spec(ge=0))
     mean: float
     m2: float = field(

@@ -166,7 +166,8 @@ def summarize(
                 out.shadow_compared += compared
         for side in ("input_sketches", "output_sketches"):
             for sketch in payload.get(side) or ():
-                key = f"{side[:-9]}[{sketch['index']}]"
+                named = f".{sketch['input_name']}" if sketch.get("input_name") else ""
+                key = f"{side[:-9]}{named}[{sketch['index']}]"
                 sketches.setdefault(key, FeatureWindow()).merge(sketch)
     if hist_ok and hist_bounds is not None and sum(hist_counts) > 0:
         out.p95_ms = _histogram_p95(hist_bounds, hist_counts)
@@ -218,7 +219,8 @@ def feature_psi(new: FeatureWindow, old: FeatureWindow) -> float:
 
 
 def drift_by_feature(new: WindowSummary, old: WindowSummary) -> dict[str, float]:
-    """PSI of every feature both windows sketch (``input[i]``, ``output[i]``)."""
+    """PSI of every feature both windows sketch (``input[i]``, ``input.NAME[i]`` for a model
+    with several inputs, ``output[i]``)."""
     if not new.sketches or not old.sketches:
         return {}
     return {

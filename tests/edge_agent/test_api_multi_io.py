@@ -155,6 +155,22 @@ def test_one_named_example_answers_every_output_by_name_and_logs_it(
     assert info["example_shapes"] == {"a": ["seq"], "b": ["seq"]}
 
 
+def test_named_inputs_get_their_own_feature_sketches(
+    stack: tuple[PredictionService, LocalApi, Client],
+) -> None:
+    service, _, client = stack
+    a = [[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]]
+    b = [[10, 20, 30], [30, 40, 50]]
+    for a_row, b_row in zip(a, b, strict=True):
+        assert client.predict({"inputs": {"a": a_row, "b": b_row}})[0] == 200
+    sketches = service.metrics.take().input_sketches
+    by_key = {(s.input_name, s.index): s for s in sketches}
+    assert sorted(by_key) == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]
+    assert by_key[("a", 1)].mean == pytest.approx(3.0)
+    assert by_key[("b", 2)].mean == pytest.approx(40.0)
+    assert {s.count for s in sketches} == {2}
+
+
 def test_a_batch_of_named_examples_with_different_lengths(
     stack: tuple[PredictionService, LocalApi, Client],
 ) -> None:

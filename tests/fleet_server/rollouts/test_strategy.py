@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge_agent.sketches import SketchSet
+from edge_agent.sketches import InputSketches, SketchSet
 from edgefleet.codec import encode
 from fleet_server.rollouts.metrics import (
     PSI_FLOOR,
@@ -170,6 +170,30 @@ def test_drift_is_the_largest_psi_over_the_agents_histograms() -> None:
     refused = gate.check(WaveMetrics(drift=drift_score(moved, old)))
     assert not refused.ok and refused.detail == f"largest PSI of any feature {refused.value:.3f}"
     assert gate.check(WaveMetrics(drift=None)).ok  # nothing sketched: nothing to hold against
+
+
+def test_drift_names_the_input_of_a_model_with_several_inputs() -> None:
+    """Sketches from the agent's InputSketches of named examples: 'ids' moves, 'mask' not."""
+    rng = np.random.default_rng(3)
+
+    def windows(shift: float) -> list[dict[str, Any]]:
+        payloads = []
+        for _ in range(3):
+            inputs = InputSketches(max_features=2)
+            ids = rng.normal(0.0, 1.0, size=(300, 2))
+            ids[:, 0] += shift
+            mask = rng.normal(0.0, 1.0, size=(300, 2))
+            inputs.add_examples([{"ids": i, "mask": m} for i, m in zip(ids, mask, strict=True)])
+            payloads.append(
+                {"requests": 300, "input_sketches": [encode(s) for s in inputs.sketches()]}
+            )
+        return payloads
+
+    old, moved = summarize(windows(0.0)), summarize(windows(1.0))
+    differing = drift_by_feature(moved, old)
+    assert sorted(differing) == ["input.ids[0]", "input.ids[1]", "input.mask[0]", "input.mask[1]"]
+    assert differing["input.ids[0]"] > 0.25
+    assert max(v for k, v in differing.items() if k != "input.ids[0]") < 0.05
 
 
 def _sketched(values: np.ndarray) -> Any:
