@@ -271,7 +271,7 @@ def _summary(result: CompileResult) -> None:
     accuracy = "" if result.float_accuracy is None else f", accuracy {result.float_accuracy:.2%}"
     out.print(
         f"fp32 reference: {_size(result.float_size_bytes)}, "
-        f"{result.float_latency_ms:.3f} ms batch 1 on host (onnxruntime CPU, 1 thread){accuracy}"
+        f"{result.float_latency_ms:.3f} ms batch 1 on host ({result.float_runtime}){accuracy}"
     )
     for built in result.bundles:
         for note in built.notes:

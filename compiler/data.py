@@ -92,10 +92,15 @@ class Samples:
     def head(self, count: int) -> Samples:
         return self.take(np.arange(min(count, len(self))))
 
+    def batch_for(self, batch: int) -> int:
+        """How many samples one run of :meth:`repeat` holds: ``batch``, or 1 when the model
+        takes no larger batch (a static batch of 1, as TFLite models often have)."""
+        return batch if self.dynamic and batch > 1 else 1
+
     def repeat(self, batch: int) -> Feed:
         """A batch of ``batch`` samples (cycling through them) for timing; one sample when the
-        model takes no larger batch."""
-        if not self.dynamic or batch <= 1:
+        model takes no larger batch (see :meth:`batch_for`)."""
+        if self.batch_for(batch) == 1:
             return self.one(0)
         return {
             name: np.ascontiguousarray(np.resize(a, (batch, *a.shape[1:])))

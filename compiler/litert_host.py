@@ -24,6 +24,8 @@ from compiler.runner import HOST_THREADS, Outputs, Runner
 class LiteRtModel(Runner):
     """A prepared TFLite model (static batch) on the host CPU."""
 
+    runtime = "LiteRT CPU"
+
     def __init__(
         self,
         path: Path,

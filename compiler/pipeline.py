@@ -42,7 +42,7 @@ from compiler.passes.import_onnx import ImportConfig, ImportOnnx
 from compiler.passes.pipeline import Pipeline
 from compiler.passes.quantize_static import CalibrationMethodName
 from compiler.recipes import QuantizationMode, Recipe, recipe_for
-from compiler.runner import Outputs, host_for
+from compiler.runner import HOST_THREADS, Outputs, host_for
 from compiler.search import FloatReference, Measured, SearchOutcome, SearchSettings, search
 from compiler.sources import (
     OnnxSource,
@@ -110,7 +110,7 @@ class BuiltBundle:
     notes: tuple[str, ...] = ()
     batch_ms: float | None = None
     float_batch_ms: float | None = None
-    speed_batch: int = 32
+    speed_batch: int = 32  # samples per batch-N run (1 for a static-batch model)
 
     @property
     def precision(self) -> str:
@@ -124,6 +124,7 @@ class CompileResult:
     float_size_bytes: int
     float_latency_ms: float
     float_accuracy: float | None
+    float_runtime: str = f"onnxruntime CPU, {HOST_THREADS} thread"
     metric: str = ""
     float_metric: float | None = None
     cache_hits: int = 0
@@ -390,6 +391,7 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
         skipped=tuple(skipped),
         float_size_bytes=float_size,
         float_latency_ms=float_latency,
+        float_runtime=f"{host.runtime}, {HOST_THREADS} thread",
         float_accuracy=_accuracy(_primary(reference.outputs, request.output), data.y),
         metric=metric.name,
         float_metric=float_metric,
@@ -548,7 +550,7 @@ def _package(
         notes=tuple(notes),
         batch_ms=winner.batch_ms,
         float_batch_ms=winner.float_batch_ms,
-        speed_batch=settings.speed_batch,
+        speed_batch=winner.batch_size or settings.speed_batch,
     )
 
 

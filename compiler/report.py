@@ -17,7 +17,7 @@ def render_markdown(result: CompileResult) -> str:
     )
     lines.append(
         f"fp32 reference: {float_kib:.1f} KiB, {result.float_latency_ms:.3f} ms batch 1 on the host"
-        f" (onnxruntime CPU, 1 thread){metric}. Pass cache: {result.cache_hits} hits, "
+        f" ({result.float_runtime}){metric}. Pass cache: {result.cache_hits} hits, "
         f"{result.cache_misses} runs."
     )
     for built in result.bundles:

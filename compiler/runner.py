@@ -12,7 +12,7 @@ import statistics
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ class Runner(ABC):
     :class:`HostModel` (ONNX, onnxruntime) and :class:`compiler.litert_host.LiteRtModel`
     (TFLite, LiteRT). Subclasses run one feed and all samples; the rest is shared."""
 
+    runtime: ClassVar[str]
+    """The interpreter, as reports name it: ``onnxruntime CPU``, ``LiteRT CPU``."""
     path: Path
     input_name: str
     input_names: tuple[str, ...]
@@ -96,6 +98,8 @@ def host_for(path: Path, like: Runner | None = None) -> Runner:
 
 class HostModel(Runner):
     """A prepared ONNX model on the host CPU."""
+
+    runtime = "onnxruntime CPU"
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort

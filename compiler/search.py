@@ -87,6 +87,7 @@ class Measured:
     float_latency_ms: float | None = None
     batch_ms: float | None = None  # batch N, median, paired with fp32 (speed rule, winner)
     float_batch_ms: float | None = None
+    batch_size: int | None = None  # samples per batch-N run (1 for a static-batch model)
     excluded: tuple[str, ...] = ()
 
     @property
@@ -282,11 +283,11 @@ def _not_faster(
     medians become the candidate's batch-N evidence."""
     if not _speed_rule(recipe, measured, settings):
         return ""
-    batch = settings.speed_batch
-    verdict = _speed(measured, reference, batch, settings.speed_policy, decides=True)
+    verdict = _speed(measured, reference, settings.speed_batch, settings.speed_policy, decides=True)
     measured.float_batch_ms, measured.batch_ms = verdict.float_ms, verdict.candidate_ms
+    measured.batch_size = verdict.batch
     if not verdict.faster:
-        return f"not faster than fp32 on the host: {verdict.describe(batch)}"
+        return f"not faster than fp32 on the host: {verdict.describe()}"
     return ""
 
 
@@ -308,6 +309,7 @@ def _time_winner(measured: Measured, reference: FloatReference, settings: Search
     policy = SpeedPolicy(round_pairs=pairs, max_pairs=pairs)
     verdict = _speed(measured, reference, settings.speed_batch, policy, decides=False)
     measured.float_batch_ms, measured.batch_ms = verdict.float_ms, verdict.candidate_ms
+    measured.batch_size = verdict.batch
 
 
 def _speed(

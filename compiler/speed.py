@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from compiler.data import FloatArray, Samples
@@ -49,12 +49,14 @@ class SpeedVerdict:
     float_ms: float  # median milliseconds per batch
     candidate_ms: float
     p_value: float  # one-sided, for "the candidate is faster"
+    batch: int = 1  # samples per run: the batch asked for, or 1 for a static-batch model
 
     @property
     def ratio(self) -> float:
         return self.candidate_ms / self.float_ms if self.float_ms > 0 else math.inf
 
-    def describe(self, batch: int) -> str:
+    def describe(self) -> str:
+        batch = self.batch
         per = f"{self.candidate_ms / batch:.4f} vs {self.float_ms / batch:.4f} ms per sample"
         how = "" if self.decided else ", undecided at the measuring cap"
         return (
@@ -101,7 +103,8 @@ def compare_speed(
 ) -> SpeedVerdict:
     """Measure ``candidate`` against ``reference`` on a batch of ``batch`` samples of ``x``."""
     policy = policy or SpeedPolicy()
-    sample = reference.samples(x).repeat(batch)
+    samples = reference.samples(x)
+    sample, batch = samples.repeat(batch), samples.batch_for(batch)
     for _ in range(3):
         reference.run_feed(sample)
         candidate.run_feed(sample)
@@ -124,4 +127,4 @@ def compare_speed(
         )
         verdict = decide(float_times, candidate_times, policy, final=final)
         if verdict is not None:
-            return verdict
+            return replace(verdict, batch=batch)

@@ -42,7 +42,30 @@ def test_a_slower_model_is_rejected_and_a_tie_is_not_faster() -> None:
     assert decide(tie, tie[::-1], SpeedPolicy(), final=False) is None  # measure more
     capped = decide(tie, tie[::-1], SpeedPolicy(), final=True)
     assert capped is not None and not capped.faster and not capped.decided
-    assert "faster in 8 of 16 interleaved pairs" in capped.describe(32)
+    assert "faster in 8 of 16 interleaved pairs" in capped.describe()
+
+
+def test_a_static_batch_model_is_timed_and_described_per_sample_at_batch_1(
+    tmp_path: Path,
+) -> None:
+    """A TFLite model with a static batch of one runs one sample per timed run whatever batch
+    is asked for: the verdict says batch 1, so 'ms per sample' is not divided by 32."""
+    import numpy as np
+
+    from compiler.litert_host import LiteRtModel
+    from compiler.runner import HostModel
+    from compiler.speed import compare_speed
+    from tests.edge_agent.helpers import write_tiny_onnx, write_tiny_tflite
+
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    static = LiteRtModel(write_tiny_tflite(tmp_path / "static.tflite", batch=1))
+    dynamic = HostModel(write_tiny_onnx(tmp_path / "dynamic.onnx"))
+    quick = SpeedPolicy(round_pairs=4, max_pairs=4)
+    verdict = compare_speed(static, static, x, batch=32, policy=quick)
+    assert verdict.batch == 1 and "at batch 1;" in verdict.describe()
+    ms = verdict.candidate_ms
+    assert f"{ms:.4f} vs" in verdict.describe()
+    assert compare_speed(dynamic, dynamic, x, batch=32, policy=quick).batch == 32
 
 
 @pytest.mark.integration

@@ -58,6 +58,8 @@ def bundles(
     args += ["--version", "1.0.0", "--quantization", "dynamic", "--no-speed-check"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
+    # the float reference is the user's .tflite, timed in LiteRT
+    assert "on host (LiteRT CPU, 1 thread)" in result.output
     found: dict[str, VerifiedBundle] = {}
     for tag in (CORAL, PI_LITERT):
         directory = out / f"digits-1.0.0-{tag.replace('/', '_')}"
