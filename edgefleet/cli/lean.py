@@ -73,6 +73,7 @@ def parse(function: Callable[..., Any], argv: Sequence[str], prog: str) -> dict[
     hints = typing.get_type_hints(function, include_extras=True)
     parser = _Parser(prog=prog, add_help=False, allow_abbrev=False)
     bounds: dict[str, tuple[str, float | None, float | None]] = {}
+    valued: set[str] = set()
     for name, parameter in inspect.signature(function).parameters.items():
         kind, info = _option(name, hints[name])
         # In ``Annotated[..., typer.Option("--name", "-n")]`` the first name sits in ``default``.
@@ -90,15 +91,17 @@ def parse(function: Callable[..., Any], argv: Sequence[str], prog: str) -> dict[
         elif typing.get_origin(kind) is list and typing.get_args(kind)[0] in (Path, str):
             item = typing.get_args(kind)[0]
             parser.add_argument(*flags, dest=name, type=item, action="append", default=default)
+            valued.update(flags)
         elif kind in _SCALARS:
             parser.add_argument(
                 *flags, dest=name, type=kind, default=default, required=required, metavar="X"
             )
+            valued.update(flags)
             if info.min is not None or info.max is not None:
                 bounds[name] = (flags[0], info.min, info.max)
         else:
             raise TypeError(f"lean CLI: option {flags[0]} of type {kind!r} is not supported")
-    values = vars(parser.parse_args(list(argv)))
+    values = vars(parser.parse_args(_joined(argv, valued)))
     for name, (flag, low, high) in bounds.items():
         value = values[name]
         if value is not None and (
@@ -107,3 +110,20 @@ def parse(function: Callable[..., Any], argv: Sequence[str], prog: str) -> dict[
             span = f"{'' if low is None else low}..{'' if high is None else high}"
             parser.error(f"argument {flag}: {value} is not in the range {span}")
     return values
+
+
+def _joined(argv: Sequence[str], valued: set[str]) -> list[str]:
+    """``--option value`` as ``--option=value`` for every option that takes a value: argparse
+    reads a value that starts with '-' (a device token such as ``-Xf3...``) as an option and
+    refuses the line, where typer takes it as the value."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in valued and index + 1 < len(argv):
+            joined.append(f"{arg}={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(arg)
+            index += 1
+    return joined

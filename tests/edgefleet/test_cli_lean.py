@@ -28,6 +28,9 @@ COMMAND_LINES = [
     [*BASE, "--telemetry-interval", "0.5", "--ack-timeout", "2", "--outbox-mode", "fast"],
     [*BASE, "--outbox-max-bytes", "4096", "--outbox-policy", "reject_new", "--verbose"],
     [*BASE, "--input-sample-rate", "0.25", "--micro-batch", "16", "--micro-batch-wait-ms", "1"],
+    # tokens are URL-safe base64: one may start with '-', and must still be the value
+    [*BASE[:4], "--token", "-Xf3_q", *BASE[6:], "--listen", "127.0.0.1:0"],
+    [*BASE[:4], "--token", "--Xf3", *BASE[6:]],
 ]
 
 
