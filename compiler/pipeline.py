@@ -347,8 +347,6 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
         )
         float_latency = host.latency_ms(data.x)
         float_size = reference.size()  # the file may live in the temporary directory
-        golden_inputs = golden.select_inputs(data.x, request.golden_count)
-        golden_float = host.run_each_all(golden_inputs)
         request.out.mkdir(parents=True, exist_ok=True)
         float_metric: float | None = None
         for recipe in recipes:
@@ -377,8 +375,6 @@ def compile_model(request: CompileRequest, reporter: Reporter | None = None) -> 
                     ops,
                     data,
                     source_sha,
-                    golden_inputs,
-                    golden_float,
                     key,
                     settings,
                 )
@@ -477,8 +473,6 @@ def _package(
     ops: Any,
     data: _Data,
     source_sha: str,
-    golden_inputs: Samples,
-    golden_float: Outputs,
     key: SigningKey,
     settings: SearchSettings,
 ) -> BuiltBundle:
@@ -521,7 +515,10 @@ def _package(
     )
     directory = prepare_directory(request.out, bundle_stem(request.name, request.version, tag))
     (directory / MODEL_FILE[profile.format]).write_bytes(artifact.file.read_bytes())
-    samples = golden.write_golden(directory, host, golden_inputs, golden_float, precision)
+    golden_inputs = golden.choose_inputs(
+        reference.x, all_outputs, reference.outputs, request.golden_count
+    )
+    samples = golden.write_golden(directory, host, golden_inputs, precision)
     content = BundleContent(
         name=request.name,
         version=request.version,

@@ -6,22 +6,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 
 import edgefleet
 from compiler.pipeline import CompileRequest, compile_model
+from edge_agent.errors import UpdateError
+from edge_agent.runtime.ort import OnnxRuntimeBackend
+from edge_agent.serving import ServedModel
+from edge_agent.update.golden import run_golden
 from edgefleet.bundle import (
     GOLDEN_FILE,
     Manifest,
     VerifiedBundle,
+    load_signing_key,
+    seal_bundle,
     sha256_file,
     unpack_bundle,
     verify_bundle,
 )
+from hardware_profiles import load_profile
 from tests.compiler.conftest import (
     FALLBACK_PROFILE,
     INT8_PROFILES,
@@ -86,19 +96,92 @@ def test_golden_samples_are_the_artifacts_own_outputs(
     assert np.allclose(actual, outputs, atol=bundle.manifest.golden.atol, rtol=0)
 
 
-def test_int8_golden_tolerance_covers_quantization_but_not_garbage(
-    digits_compiled: Compiled, keys: Keys
+def _float_outputs(inputs: np.ndarray) -> np.ndarray:
+    """The trained float CNN's outputs (torch), what a device computing in float would give."""
+    import torch
+
+    from compiler.examples.digits import trained_cnn
+
+    model, _ = trained_cnn()
+    with torch.no_grad():
+        outputs: np.ndarray = model.eval()(torch.from_numpy(inputs)).numpy()
+    return outputs
+
+
+def _output_step(bundle: VerifiedBundle) -> float:
+    """The scale of the ``DequantizeLinear`` the int8 graph's output comes out of."""
+    graph = onnx.load(str(bundle.model_path)).graph
+    (last,) = [n for n in graph.node if graph.output[0].name in n.output]
+    assert last.op_type == "DequantizeLinear"
+    (scale,) = [i for i in graph.initializer if i.name == last.input[1]]
+    return float(onnx.numpy_helper.to_array(scale))
+
+
+@pytest.mark.parametrize("tag", INT8_PROFILES)
+def test_int8_golden_tolerance_is_output_steps_and_catches_a_float_runtime(
+    digits_compiled: Compiled, keys: Keys, tag: str
 ) -> None:
-    bundle = _verified(digits_compiled, INT8_PROFILES[0], keys)
-    fp32 = _verified(digits_compiled, FALLBACK_PROFILE, keys)
+    """The tolerance is a few steps of the output's dequantization scale (a device's int8
+    rounding), not the quantization error: a device computing the float model instead fails on
+    the golden samples, which include those where the artifact and the float model differ
+    most (the old tolerance, at least that error, let it pass)."""
+    from compiler.golden import QUANTIZED_STEPS
+
+    bundle = _verified(digits_compiled, tag, keys)
     with np.load(bundle.golden_path) as golden:
         inputs, outputs = golden["inputs"], golden["outputs"]
     atol = bundle.manifest.golden.atol
-    float_outputs = _run(fp32.model_path, inputs)
-    assert not np.allclose(float_outputs, outputs, atol=1e-4)  # really the int8 outputs
-    assert np.allclose(float_outputs, outputs, atol=atol)  # a float-exact device passes
+    step = _output_step(bundle)
+    assert atol == pytest.approx(QUANTIZED_STEPS * step)
+    assert bundle.manifest.evidence.max_abs_error is not None
+    assert atol < bundle.manifest.evidence.max_abs_error / 3
+    float_outputs = _float_outputs(inputs)
+    assert not np.allclose(float_outputs, outputs, atol=atol, rtol=0)  # a float device fails
+    assert np.allclose(outputs + 2 * step, outputs, atol=atol, rtol=0)  # 2 steps of rounding pass
+    assert not np.allclose(outputs + 3 * step, outputs, atol=atol, rtol=0)
     wrong = np.roll(outputs, 1, axis=1)  # another class's logits: a broken device
     assert not np.allclose(wrong, outputs, atol=atol)
+
+
+def _served(bundle: VerifiedBundle) -> ServedModel:
+    """The bundle prepared by the agent's own onnxruntime backend for its profile."""
+    manifest = bundle.manifest
+    prepared = OnnxRuntimeBackend(load_profile(manifest.profile)).prepare(
+        bundle.model_path, manifest
+    )
+    return ServedModel(
+        manifest=manifest,
+        prepared=prepared,
+        artifact_sha256=manifest.files[manifest.model_file].sha256,
+        deployment_id="d",
+        path=bundle.path,
+    )
+
+
+def test_agent_refuses_a_bundle_whose_golden_outputs_are_the_float_models(
+    digits_compiled: Compiled, keys: Keys, tmp_path: Path
+) -> None:
+    """The agent's check on a correct runtime passes the bundle as compiled; re-signed with
+    the float model's outputs as its golden outputs (what a device silently running the float
+    model, or a wrong runtime, would match), the same runtime is refused in one clear line."""
+    private = load_signing_key(keys.private)
+    bundle = _verified(digits_compiled, INT8_PROFILES[0], keys)
+    run_golden(_served(bundle), bundle)  # the artifact, run correctly, passes
+
+    forged = tmp_path / "float-golden"
+    shutil.copytree(bundle.path, forged)
+    with np.load(bundle.golden_path) as golden:
+        inputs = golden["inputs"]
+    np.savez(forged / GOLDEN_FILE, inputs=inputs, outputs=_float_outputs(inputs))
+    seal_bundle(forged, bundle.manifest, private)
+    verified = verify_bundle(forged, [keys.verify])
+    with pytest.raises(UpdateError) as caught:
+        run_golden(_served(verified), verified)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("golden.npz: sample ")
+    assert "differs from the expected output" in message
+    assert f"atol {bundle.manifest.golden.atol:g}" in message
 
 
 def test_interface_and_lineage(

@@ -13,9 +13,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from compiler.data import check_shape, load_dataset
+from compiler.data import Samples, check_shape, load_dataset
 from compiler.errors import CompileError
-from compiler.golden import select_inputs
+from compiler.golden import (
+    QUANTIZED_STEPS,
+    choose_inputs,
+    output_steps,
+    tolerance,
+)
 from compiler.graph import GraphKind
 from compiler.package import bundle_stem, prepare_directory
 from compiler.passes import Format
@@ -25,6 +30,7 @@ from compiler.passes.quantize_static import (
     quantize_static_qdq,
 )
 from compiler.recipes import recipe_for
+from compiler.runner import HostModel
 from compiler.sources import OnnxSource, TorchSource, resolve_source
 from edgefleet.errors import EdgefleetError
 from hardware_profiles import Precision, all_profiles, load_profile
@@ -203,11 +209,53 @@ def test_resolve_source(tmp_path: Path) -> None:
             resolve_source(bad)
 
 
-def test_golden_inputs_are_spread_and_bounded() -> None:
-    x = np.arange(100, dtype=np.float32).reshape(100, 1)
-    picked = select_inputs(x, 8)
-    assert picked.shape == (8, 1) and picked[0, 0] == 0 and picked[-1, 0] == 99
-    assert select_inputs(x[:3], 8).shape == (3, 1)
+def test_golden_inputs_include_the_samples_the_artifact_gets_most_wrong() -> None:
+    x = Samples.single("x", np.arange(100, dtype=np.float32).reshape(100, 1), dynamic=True)
+    float_outputs = np.zeros((100, 3), dtype=np.float32)
+    outputs = float_outputs.copy()
+    outputs[37, 1], outputs[71, 2], outputs[5, 0] = 2.0, -3.0, 1.0  # the third is left out
+    picked = choose_inputs(x, {"y": outputs}, {"y": float_outputs}, 8).first[:, 0]
+    assert len(picked) == 8 and list(picked) == sorted(set(picked))
+    assert {37, 71} <= set(picked) and 5 not in picked
+    assert picked[0] == 0 and picked[-1] == 99  # the other six spread over the data
+    assert len(choose_inputs(x.take(np.arange(3)), {}, {}, 8)) == 3
+
+
+def _write_graph(path: Path, *, dequantized: bool) -> HostModel:
+    """``y = DequantizeLinear(QuantizeLinear(x))`` at scale 0.1, optionally followed by a
+    float ``Relu`` (then the output is no longer a quantized one)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    scale = numpy_helper.from_array(np.asarray(0.1, np.float32), "scale")
+    zero = numpy_helper.from_array(np.asarray(0, np.uint8), "zero")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y" if dequantized else "d"]),
+    ]
+    if not dequantized:
+        nodes.append(helper.make_node("Relu", ["d"], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [scale, zero],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return HostModel(path)
+
+
+def test_golden_tolerance_is_output_steps_for_a_dequantized_onnx_output(tmp_path: Path) -> None:
+    outputs = {"y": np.array([[20.0, 5.0]], dtype=np.float32)}
+    quantized = _write_graph(tmp_path / "qdq.onnx", dequantized=True)
+    assert output_steps(quantized) == {"y": pytest.approx(0.1)}
+    assert tolerance(quantized, outputs, Precision.INT8) == pytest.approx(QUANTIZED_STEPS * 0.1)
+    relu = _write_graph(tmp_path / "relu.onnx", dequantized=False)
+    assert output_steps(relu) == {}
+    assert tolerance(relu, outputs, Precision.INT8) == pytest.approx(5e-2 * 20.0)
+    assert tolerance(relu, outputs, Precision.FP16) == pytest.approx(1e-2 * 20.0)
+    small = {"y": np.array([[0.2, 0.05]], dtype=np.float32)}  # below 1: the floor of m
+    assert tolerance(relu, small, Precision.FP32) == pytest.approx(1e-3)
 
 
 def test_bundle_directory_replaces_a_bundle_but_not_other_files(tmp_path: Path) -> None:
