@@ -27,6 +27,7 @@ from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.shadow import ShadowRunner
 from edge_agent.telemetry import ActiveInfo, Metrics, TelemetryLoop
 from edge_agent.update import StateStore, Updater, UpdaterConfig
+from edge_agent.update.reports import OutcomeReports
 from edgefleet import __version__
 from edgefleet.bundle import VerifyKey
 from edgefleet.protocol import topics
@@ -118,6 +119,9 @@ class Agent:
             health=self.health,
             on_shadow=self._shadow_changed,
         )
+        self.reports = OutcomeReports(
+            config.data_dir, failure=self.updater.last_failure, send=self._send_report
+        )
         self.delivery = Delivery(
             outbox=self.outbox,
             publish=self._publish_batch,
@@ -207,7 +211,8 @@ class Agent:
             status=self._status,
             on_desired=self._desired,
             on_ack=self._ack,
-            on_connected=self.delivery.reset,
+            on_connected=self._on_connected,
+            on_published=self.reports.acknowledged,
         )
         self.link = link
         link.start()
@@ -240,6 +245,10 @@ class Agent:
             "protocol": link.protocol.value if link is not None else None,
         }
 
+    def _on_connected(self) -> None:
+        self.delivery.reset()
+        self.reports.connected()
+
     def _desired(self, desired: DesiredState) -> None:
         self.updater.submit(desired)
 
@@ -263,8 +272,11 @@ class Agent:
         return runner.take() if runner is not None else None
 
     def _publish_report(self, report: Report) -> None:
-        if self.link is not None:
-            self.link.publish(Channel.REPORT, report, qos=1)
+        self.reports.publish(report)
+
+    def _send_report(self, report: Report) -> int | None:
+        link = self.link
+        return None if link is None else link.send(Channel.REPORT, report)
 
     def _publish_batch(self, batch: PredictionBatch) -> bool:
         return self.link is not None and self.link.publish(Channel.PREDICTIONS, batch, qos=1)

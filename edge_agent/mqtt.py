@@ -6,6 +6,12 @@ connection twice in a row before any CONNACK, switches the link to 3.1.1 for the
 process and logs it; :attr:`MqttLink.protocol` says which one is in use (the local API's
 ``/v1/health`` shows it).
 
+QoS 1 messages published while disconnected wait in paho's memory and go out on reconnect;
+they are lost with the process. :meth:`MqttLink.send` returns the message id and
+``on_published`` is called with it when the broker acknowledges it (PUBACK), except when an
+MQTT 5 broker says that nobody is subscribed (reason 0x10: the server is not listening), so
+that a caller can publish again what matters (see :mod:`edge_agent.update.reports`).
+
 On every connect the link publishes ``Status(online)`` retained and subscribes (inside
 ``on_connect``, so subscriptions survive reconnects) to ``desired`` and ``ack``. The Last Will
 publishes ``Status(offline)`` retained when the connection drops without a clean disconnect;
@@ -44,6 +50,7 @@ def parse_mqtt_url(url: str) -> BrokerAddress:
 
 
 UNSUPPORTED_PROTOCOL_VERSION = 0x84
+NO_MATCHING_SUBSCRIBERS = 0x10
 CLOSES_BEFORE_FALLBACK = 2
 
 
@@ -59,6 +66,10 @@ def _nothing() -> None:
     return None
 
 
+def _ignore(mid: int) -> None:
+    return None
+
+
 class MqttLink:
     """One MQTT connection for one device; every method is thread-safe."""
 
@@ -71,6 +82,7 @@ class MqttLink:
         on_desired: Callable[[DesiredState], None],
         on_ack: Callable[[Ack], None],
         on_connected: Callable[[], None] = _nothing,
+        on_published: Callable[[int], None] = _ignore,
         keepalive: int = 15,
     ) -> None:
         self.address = parse_mqtt_url(url)
@@ -79,6 +91,7 @@ class MqttLink:
         self._on_desired = on_desired
         self._on_ack = on_ack
         self._on_connected = on_connected
+        self._on_published = on_published
         self._keepalive = keepalive
         self._connected = threading.Event()
         self._lock = threading.Lock()
@@ -114,6 +127,7 @@ class MqttLink:
         client.on_connect_fail = self._handle_connect_fail
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
         return client
 
     @property
@@ -191,10 +205,19 @@ class MqttLink:
 
         Returns True when the message went out on a live connection.
         """
-        info = self._client.publish(
+        return self._publish(channel, message, qos=qos, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+
+    def send(self, channel: Channel, message: Record) -> int:
+        """Publish with QoS 1 (queued while disconnected); returns the message id that
+        ``on_published`` is called with on the broker's PUBACK."""
+        return self._publish(channel, message, qos=1, retain=False).mid
+
+    def _publish(
+        self, channel: Channel, message: Record, *, qos: int, retain: bool
+    ) -> mqtt.MQTTMessageInfo:
+        return self._client.publish(
             self._topic(channel), to_json(message).encode(), qos=qos, retain=retain
         )
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
     def publish_status(self) -> bool:
         return self.publish(Channel.STATUS, self._status(), qos=1, retain=True)
@@ -256,6 +279,16 @@ class MqttLink:
                 return
         if not self._stopping:
             log.warning("disconnected from MQTT broker (%s); reconnecting", reason)
+
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
+    ) -> None:
+        if client is not self._client or reason.is_failure:
+            return
+        if reason.value == NO_MATCHING_SUBSCRIBERS:
+            log.debug("message %d reached the broker, but no subscriber", mid)
+            return
+        self._on_published(mid)
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, message: Any) -> None:
         if not message.payload:

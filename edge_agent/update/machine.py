@@ -21,7 +21,9 @@ Every state is written to ``state.json`` *before* it runs and reported to the se
 what the device serves at that moment. A state found persisted at start raises ``RESTARTED``
 (see the table); entering a state more than :data:`~edge_agent.update.states.MAX_ENTRIES`
 times in one deployment raises ``LOOPING``. Deployments that failed or were rolled back are
-remembered by ``deployment_id`` so the retained desired state does not loop.
+remembered by ``deployment_id`` (in the same write as their terminal state) so the retained
+desired state does not loop; receiving it again is answered with the failure again (see
+:mod:`edge_agent.update.reports`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.shadow import MEMORY_FACTOR, ShadowRunner, check_memory, model_bytes
 from edge_agent.update.download import StoppedError, artifact_url, download
 from edge_agent.update.golden import run_golden
+from edge_agent.update.reports import FAILURES, failure_for, last_failure
 from edge_agent.update.states import (
     MAX_ENTRIES,
     ROLLS_BACK_ON_RESTART,
@@ -176,6 +179,10 @@ class Updater:
         )
         return served
 
+    def last_failure(self) -> Report | None:
+        """The last deployment's report when it failed or was rolled back (else None)."""
+        return last_failure(self.state, self._slot.current())
+
     def interrupted(self) -> Deployment | None:
         """The deployment a crash left in a non-terminal state, if any."""
         deployment = self.state.deployment
@@ -250,8 +257,8 @@ class Updater:
 
         A desired state the device already runs is answered with ``committed`` again: a server
         that restarted republishes every desired state, and this is how it learns what the
-        devices committed while it was down. (A failed deployment is not reported again: the
-        store keeps its detail, not its final phase; the server times it out.)
+        devices committed while it was down. A deployment that failed or was rolled back is
+        answered with that outcome again, for the same reason (and is not tried again).
         """
         current = self._slot.current()
         if current is not None and _serves(current, desired):
@@ -264,8 +271,14 @@ class Updater:
                 detail = "already serving this " + ("artifact" if adopting else "deployment")
                 self._send(desired, DeploymentPhase.COMMITTED, detail)
             return DeploymentPhase.COMMITTED
-        if desired.deployment_id in self.state.failed:
-            log.debug("deployment %s failed before; not retrying it", desired.deployment_id)
+        failure = failure_for(self.state, desired, current)
+        if failure is not None:
+            log.info(
+                "deployment %s ended %s before; reporting that again, not retrying it",
+                desired.deployment_id,
+                failure.phase.value,
+            )
+            self._report(failure)
             return DeploymentPhase.FAILED
         deployment = Deployment(desired=desired, previous=self.state.active)
         work = self._work_for(deployment)
@@ -423,6 +436,10 @@ class Updater:
         deployment.detail = detail
         deployment.entries[state.value] = deployment.entries.get(state.value, 0) + 1
         self.state.deployment = deployment
+        if state in FAILURES and not (state is State.FAILED and work.transient):
+            # In the same write as the state: the outcome is then known after any crash.
+            reason = detail if state is State.FAILED else f"rolled back: {detail}"
+            self.state.remember_failure(deployment.deployment_id, reason)
         self._store.save(self.state)
         desired = deployment.desired
         log.info(
@@ -433,6 +450,8 @@ class Updater:
             state.value,
             f": {detail}" if detail else "",
         )
+        if state in TERMINAL:
+            pause_point(state.value, desired.version, self.config.data_dir, self._stop)
         self._send(desired, state.phase, detail)
 
     def _send(self, desired: DesiredState, phase: DeploymentPhase, detail: str = "") -> None:
@@ -463,10 +482,7 @@ class Updater:
             self._clean_models(keep)
         elif work.transient and state is State.FAILED:
             pass  # retried later: _schedule_retry set the time
-        else:
-            reason = detail if state is State.FAILED else f"rolled back: {detail}"
-            self.state.remember_failure(desired.deployment_id, reason)
-            self._store.save(self.state)
+        else:  # remembered as failed by _enter
             current = self._slot.current()
             if current is None or current.path != work.bundle_dir:
                 shutil.rmtree(work.bundle_dir, ignore_errors=True)

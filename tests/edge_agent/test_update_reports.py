@@ -1,0 +1,196 @@
+"""A deployment's failure is reported again until it is known to have arrived.
+
+The updater against a real artifact server and onnxruntime; :class:`OutcomeReports` through a
+real :class:`MqttLink` and a Mosquitto of the test's own (a test-side subscriber plays the
+server, and is absent when the server is down).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.mqtt import MqttLink
+from edge_agent.runtime.ort import OnnxRuntimeBackend
+from edge_agent.serving import ModelSlot
+from edge_agent.update import State, StateStore, Updater
+from edge_agent.update.reports import ACKED_FILE, OutcomeReports
+from edgefleet.protocol.messages import DeploymentPhase as Phase
+from edgefleet.protocol.messages import DesiredState, DeviceState, Report, Status
+from edgefleet.protocol.topics import Channel
+from tests.edge_agent.conftest import Rig
+from tests.edge_agent.helpers import FleetSide, build_bundle, desired_for, wait_for
+from tests.support.services import Mosquitto, start_mosquitto
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "dev-reports"
+
+
+def _install_v1_then_fail_v2(rig: Rig, updater: Updater) -> DesiredState:
+    v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
+    rig.publish(1, v1)
+    assert updater.apply(desired_for(v1, 1, "dep-1")) is Phase.COMMITTED
+    v2 = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2, golden_offset=0.5)
+    rig.publish(2, v2)
+    desired = desired_for(v2, 2, "dep-2")
+    assert updater.apply(desired) is Phase.FAILED
+    return desired
+
+
+def test_a_failed_deployment_is_answered_with_its_failure_again(rig: Rig) -> None:
+    desired = _install_v1_then_fail_v2(rig, rig.updater)
+    failed = rig.reports[-1]
+    saved = json.loads((rig.data_dir / "state.json").read_text())
+    # The terminal state and the memory of the failure are one write.
+    assert saved["deployment"]["state"] == "failed" and "dep-2" in saved["failed"]
+    rig.reports.clear()
+    downloads = len(rig.server.requests)
+    assert rig.updater.apply(desired) is Phase.FAILED
+    [again] = rig.reports
+    assert (again.deployment_id, again.phase, again.detail) == (
+        "dep-2",
+        Phase.FAILED,
+        failed.detail,
+    )
+    assert again.detail.startswith("golden.npz")
+    assert (again.active_model, again.active_version) == ("tiny", "1.0.0")
+    assert len(rig.server.requests) == downloads  # not tried again
+
+
+def test_a_rollback_found_after_a_restart_is_answered_as_rolled_back(
+    rig: Rig, backend: OnnxRuntimeBackend
+) -> None:
+    v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
+    v2 = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
+    rig.publish(1, v1)
+    rig.publish(2, v2)
+    assert rig.updater.apply(desired_for(v1, 1, "dep-1")) is Phase.COMMITTED
+    assert rig.updater.apply(desired_for(v2, 2, "dep-2")) is Phase.COMMITTED
+    state = rig.updater.state
+    assert state.deployment is not None
+    state.deployment.state = State.VALIDATING  # the power went out while validating
+    StateStore(rig.data_dir).save(state)
+    restarted, _ = rig.fresh_updater(backend)
+    restarted.restore()
+    assert restarted.resume() is Phase.ROLLED_BACK
+    rig.reports.clear()
+    # Another restart: the outcome is read back from state.json and answered again.
+    again, _ = rig.fresh_updater(backend)
+    again.restore()
+    assert again.resume() is None
+    failure = again.last_failure()
+    assert failure is not None and failure.phase is Phase.ROLLED_BACK
+    assert again.apply(desired_for(v2, 2, "dep-2")) is Phase.FAILED
+    [report] = rig.reports
+    assert (report.phase, report.detail, report.active_version) == (
+        Phase.ROLLED_BACK,
+        "agent restarted",
+        "1.0.0",
+    )
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    (tmp_path / "broker").mkdir()
+    broker = start_mosquitto(tmp_path / "broker")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class Wired:
+    """An updater whose reports go through OutcomeReports and a real MqttLink, wired as the
+    agent wires them (the link comes later, as after a start while the server is down)."""
+
+    def __init__(self, rig: Rig, backend: OnnxRuntimeBackend, url: str) -> None:
+        self.link: MqttLink | None = None
+        self.sent: list[int] = []
+        self.updater = Updater(
+            config=rig.updater.config,
+            backend=backend,
+            slot=ModelSlot(),
+            store=StateStore(rig.data_dir),
+            report=lambda report: self.reports.publish(report),
+        )
+        self.reports = OutcomeReports(
+            rig.data_dir, failure=self.updater.last_failure, send=self._send
+        )
+        self._url = url
+
+    def _send(self, report: Report) -> int | None:
+        if self.link is None:
+            return None
+        mid = self.link.send(Channel.REPORT, report)
+        self.sent.append(mid)
+        return mid
+
+    def connect(self) -> MqttLink:
+        link = MqttLink(
+            self._url,
+            DEVICE,
+            status=lambda: Status(state=DeviceState.ONLINE, profile="p"),
+            on_desired=lambda desired: None,
+            on_ack=lambda ack: None,
+            on_connected=self.reports.connected,
+            on_published=self.reports.acknowledged,
+        )
+        self.link = link
+        link.start()
+        assert link.wait_connected(10)
+        return link
+
+
+def _failures(fleet: FleetSide) -> list[Report]:
+    return [r for r in fleet.of("report") if r.phase is Phase.FAILED]
+
+
+def test_a_failure_reported_without_a_link_is_published_on_connect_until_acknowledged(
+    rig: Rig, backend: OnnxRuntimeBackend, broker: Mosquitto
+) -> None:
+    wired = Wired(rig, backend, broker.url)
+    _install_v1_then_fail_v2(rig, wired.updater)  # no link yet: the failure went nowhere
+    assert wired.reports.pending is not None
+    assert not (rig.data_dir / ACKED_FILE).exists()
+
+    # Connected, but nobody subscribed (the server is down): the broker says so (MQTT 5
+    # reason 0x10), and the failure stays pending.
+    link = wired.connect()
+    try:
+        wait_for(lambda: wired.sent, 10, "the failure published on connect")
+        time.sleep(0.5)  # the broker's PUBACK (0x10) comes within milliseconds
+        assert wired.reports.pending is not None
+        assert not (rig.data_dir / ACKED_FILE).exists()
+    finally:
+        link.stop()
+
+    with FleetSide(broker.url, DEVICE, auto_ack=False) as fleet:
+        link = wired.connect()  # a reconnect: published again, now acknowledged
+        try:
+            wait_for(lambda: _failures(fleet), 10, "the failure at the fleet side")
+            wait_for(lambda: wired.reports.pending is None, 10, "the broker's PUBACK")
+        finally:
+            link.stop()
+        [report] = _failures(fleet)
+        assert (report.deployment_id, report.detail[:10]) == ("dep-2", "golden.npz")
+        assert (rig.data_dir / ACKED_FILE).read_text().strip() == "dep-2 failed"
+
+        # After a restart the acknowledged failure is not published again on connect.
+        restarted = Wired(rig, backend, broker.url)
+        restarted.updater.restore()
+        assert restarted.updater.last_failure() is not None
+        assert restarted.reports.pending is None
+        statuses = len(fleet.of("status"))
+        link = restarted.connect()
+        try:
+            wait_for(lambda: len(fleet.of("status")) > statuses, 10, "the restarted link")
+            time.sleep(0.5)
+        finally:
+            link.stop()
+        assert restarted.sent == []
+        assert len(_failures(fleet)) == 1
