@@ -1,8 +1,9 @@
 """What a wave measured, from device reports and telemetry windows.
 
 - error rate: (errors + NaN outputs) / requests, over telemetry of the new version;
-- p95 latency: merged latency histograms when devices send them (the upper bound of the bucket
-  holding the 95th percentile), else the request-weighted mean of the windows' p95;
+- p95 latency: from the windows' latency histograms and reported quantiles when devices send
+  histograms (all with the same bounds), interpolated inside buckets (see
+  :mod:`fleet_server.rollouts.latency`), else the request-weighted mean of the windows' p95;
 - the baseline for the latency ratio and drift is the same over telemetry of the *previous*
   version from the cohort's devices (during the rollout, and up to ``BASELINE_LOOKBACK_S``
   before it started);
@@ -35,6 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
+
+from fleet_server.rollouts.latency import LatencyWindow, merged_quantile
 
 BASELINE_LOOKBACK_S = 900.0
 PSI_FLOOR = 1e-4  # smallest proportion of a bin in the PSI sum
@@ -130,8 +133,7 @@ def summarize(
     out = WindowSummary()
     weighted_p95 = 0.0
     p95_weight = 0
-    hist_bounds: tuple[float, ...] | None = None
-    hist_counts: list[int] = []
+    latency_windows: list[LatencyWindow] = []
     hist_ok = True
     agree_sum = 0.0
     sketches: dict[str, FeatureWindow] = {}
@@ -150,14 +152,12 @@ def summarize(
         if histogram is None:
             hist_ok = hist_ok and count == 0
         else:
-            bounds = tuple(float(b) for b in histogram["bounds"])
-            counts = [int(c) for c in histogram["counts"]]
-            if hist_bounds is None:
-                hist_bounds, hist_counts = bounds, counts
-            elif bounds == hist_bounds:
-                hist_counts = [a + b for a, b in zip(hist_counts, counts, strict=True)]
-            else:
+            window = LatencyWindow.from_payload(histogram, latency)
+            if not window.well_formed or (
+                latency_windows and window.bounds != latency_windows[0].bounds
+            ):
                 hist_ok = False
+            latency_windows.append(window)
         shadow = payload.get("shadow")
         if shadow and (shadow_version is None or shadow.get("version") == shadow_version):
             compared = int(shadow.get("compared") or 0)
@@ -169,24 +169,15 @@ def summarize(
                 named = f".{sketch['input_name']}" if sketch.get("input_name") else ""
                 key = f"{side[:-9]}{named}[{sketch['index']}]"
                 sketches.setdefault(key, FeatureWindow()).merge(sketch)
-    if hist_ok and hist_bounds is not None and sum(hist_counts) > 0:
-        out.p95_ms = _histogram_p95(hist_bounds, hist_counts)
+    histogram_p95 = merged_quantile(0.95, latency_windows) if hist_ok else None
+    if histogram_p95 is not None:
+        out.p95_ms = histogram_p95
     elif p95_weight:
         out.p95_ms = weighted_p95 / p95_weight
     if out.shadow_compared:
         out.shadow_agreement = agree_sum / out.shadow_compared
     out.sketches = sketches or None
     return out
-
-
-def _histogram_p95(bounds: tuple[float, ...], counts: list[int]) -> float:
-    target = 0.95 * sum(counts)
-    seen = 0
-    for bound, count in zip(bounds, counts, strict=False):
-        seen += count
-        if seen >= target:
-            return bound
-    return bounds[-1] if bounds else 0.0
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:

@@ -209,6 +209,18 @@ def _check_latest(session: Session, row: RolloutRow) -> None:
             f"rollout {row.id} is not the latest of cohort {row.cohort!r}, which runs "
             f"{cohort.current_model} {cohort.current_version}: roll back that one instead"
         )
+    later = session.scalar(  # the same version rolled out again: that one is the latest
+        select(func.max(RolloutRow.id)).where(
+            RolloutRow.cohort == row.cohort,
+            RolloutRow.id > row.id,
+            RolloutRow.status == RolloutStatus.SUCCEEDED.value,
+        )
+    )
+    if later is not None:
+        raise ConflictError(
+            f"rollout {row.id} is not the latest of cohort {row.cohort!r}: rollout {later} "
+            "succeeded after it; roll back that one instead"
+        )
     if row.previous_version is None:
         raise ConflictError(f"rollout {row.id} has no previous version to roll back to")
     busy = session.scalar(
