@@ -363,6 +363,9 @@ class FleetSide:
         self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *args: self.connected.clear()
+        # Connected is not enough: a device's publish that reaches the broker before the
+        # SUBACK finds no subscriber and is dropped, so ``connected`` waits for the SUBACK.
+        self.client.on_subscribe = lambda *args: self.connected.set()
         self.client.on_message = self._on_message
         self.client.connect_async(host, int(port), 10)
 
@@ -383,7 +386,6 @@ class FleetSide:
             self._channel.PREDICTIONS,
         )
         client.subscribe([(self._topic(channel), 1) for channel in channels])
-        self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         from edgefleet.protocol import messages as m
