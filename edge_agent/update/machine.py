@@ -44,7 +44,7 @@ from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.shadow import MEMORY_FACTOR, ShadowRunner, check_memory, model_bytes
 from edge_agent.update.download import StoppedError, artifact_url, download
 from edge_agent.update.golden import run_golden
-from edge_agent.update.reports import FAILURES, failure_for, last_failure
+from edge_agent.update.reports import FAILURES, failure_for, last_failure, report_for
 from edge_agent.update.states import (
     MAX_ENTRIES,
     ROLLS_BACK_ON_RESTART,
@@ -455,18 +455,7 @@ class Updater:
         self._send(desired, state.phase, detail)
 
     def _send(self, desired: DesiredState, phase: DeploymentPhase, detail: str = "") -> None:
-        current = self._slot.current()
-        self._report(
-            Report(
-                deployment_id=desired.deployment_id,
-                model=desired.model,
-                version=desired.version,
-                phase=phase,
-                detail=detail,
-                active_model=current.name if current else None,
-                active_version=current.version if current else None,
-            )
-        )
+        self._report(report_for(desired, phase, detail, self._slot.current()))
 
     def _finish(self, work: _Work, state: State, detail: str) -> None:
         desired = work.desired

@@ -51,7 +51,7 @@ def last_failure(state: AgentState, current: ServedModel | None) -> Report | Non
     ):
         return None
     desired = deployment.desired
-    return _report(desired, deployment.state.phase, deployment.detail, current)
+    return report_for(desired, deployment.state.phase, deployment.detail, current)
 
 
 def failure_for(
@@ -64,12 +64,13 @@ def failure_for(
     detail = state.failed.get(desired.deployment_id)
     if detail is None:
         return None
-    return _report(desired, DeploymentPhase.FAILED, detail, current)
+    return report_for(desired, DeploymentPhase.FAILED, detail, current)
 
 
-def _report(
+def report_for(
     desired: DesiredState, phase: DeploymentPhase, detail: str, current: ServedModel | None
 ) -> Report:
+    """The report of ``desired``'s deployment reaching ``phase``, naming the model served."""
     return Report(
         deployment_id=desired.deployment_id,
         model=desired.model,

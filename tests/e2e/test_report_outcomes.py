@@ -40,7 +40,7 @@ from tests.e2e.rollout_fleet import (
 )
 from tests.edge_agent.helpers import build_bundle
 from tests.support.processes import Process, run_cli, try_json, wait_until
-from tests.support.services import Mosquitto, free_port, start_mosquitto
+from tests.support.services import Mosquitto, free_port, own_mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -50,12 +50,8 @@ SLOW = 60.0
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    (tmp_path / "broker").mkdir()
-    broker = start_mosquitto(tmp_path / "broker")
-    try:
+    with own_mosquitto(tmp_path) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

@@ -42,7 +42,7 @@ from tests.e2e.rollout_fleet import (
 )
 from tests.edge_agent.helpers import FleetSide
 from tests.support.processes import Process, wait_until
-from tests.support.services import Mosquitto, free_port, start_mosquitto
+from tests.support.services import Mosquitto, free_port, own_mosquitto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -161,12 +161,8 @@ class DesiredLog:
 def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker of this test's own: server processes on one broker share the ingest (shared
     subscriptions), so another test's server would take some of this fleet's messages."""
-    (tmp_path / "broker").mkdir()
-    broker = start_mosquitto(tmp_path / "broker")
-    try:
+    with own_mosquitto(tmp_path) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

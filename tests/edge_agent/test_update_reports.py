@@ -24,7 +24,7 @@ from edgefleet.protocol.messages import DesiredState, DeviceState, Report, Statu
 from edgefleet.protocol.topics import Channel
 from tests.edge_agent.conftest import Rig
 from tests.edge_agent.helpers import FleetSide, build_bundle, desired_for, wait_for
-from tests.support.services import Mosquitto, start_mosquitto
+from tests.support.services import Mosquitto, own_mosquitto
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +96,8 @@ def test_a_rollback_found_after_a_restart_is_answered_as_rolled_back(
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    (tmp_path / "broker").mkdir()
-    broker = start_mosquitto(tmp_path / "broker")
-    try:
+    with own_mosquitto(tmp_path) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 class Wired:

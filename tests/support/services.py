@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,3 +101,15 @@ def postgres_url(url: str) -> str:
     finally:
         engine.dispose()
     return url
+
+
+@contextlib.contextmanager
+def own_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of one test's own, in ``tmp_path/broker``, stopped afterwards: for tests that
+    stop and start the broker, or whose server must not share a broker with other tests'."""
+    (tmp_path / "broker").mkdir()
+    broker = start_mosquitto(tmp_path / "broker")
+    try:
+        yield broker
+    finally:
+        broker.stop()
