@@ -124,7 +124,7 @@ class CompileResult:
     float_size_bytes: int
     float_latency_ms: float
     float_accuracy: float | None
-    float_runtime: str = f"onnxruntime CPU, {HOST_THREADS} thread"
+    float_runtime: str  # how the float reference was timed, e.g. "LiteRT CPU, 1 thread"
     metric: str = ""
     float_metric: float | None = None
     cache_hits: int = 0
