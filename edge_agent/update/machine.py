@@ -438,8 +438,7 @@ class Updater:
         self.state.deployment = deployment
         if state in FAILURES and not (state is State.FAILED and work.transient):
             # In the same write as the state: the outcome is then known after any crash.
-            reason = detail if state is State.FAILED else f"rolled back: {detail}"
-            self.state.remember_failure(deployment.deployment_id, reason)
+            self.state.remember_failure(deployment.deployment_id, detail, state=state)
         self._store.save(self.state)
         desired = deployment.desired
         log.info(

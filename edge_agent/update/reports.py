@@ -9,15 +9,19 @@ or not at all because the agent was killed between persisting and publishing. So
 - :class:`OutcomeReports` publishes every deployment report and, for the last deployment's
   failure, watches for the broker's PUBACK. Until it comes, the failure is published again
   after each (re)connect, including the first after a restart. The acknowledged one is
-  written to ``data_dir/outcome-acked``, so a restart does not repeat it.
+  written durably to ``data_dir/outcome-acked`` (temporary file, fsync, rename, fsync of the
+  directory), so a restart does not repeat it. A file that a power cut left empty or torn
+  reads as "nothing acknowledged": the failure is published once more, which is safe.
 - A PUBACK is not proof that the server stored it. The server republishes a device's desired
   state when it (re)connects to the broker, and the broker hands the retained one to the agent
   on every connect: the updater answers a desired state whose deployment already failed with
-  its failure again (:func:`failure_for`), as it answers one it serves with ``committed``.
+  its failure again (:func:`failure_for`: the same phase, failed or rolled back, and the same
+  detail it ended with), as it answers one it serves with ``committed``.
 
-Re-sending is safe: a report names its deployment and phase, and the server treats the same
-terminal report again as a no-op. Committed deployments need no tracking: the desired state
-they answer is what the device runs, and it is answered on every connect.
+Re-sending is safe: a report names its deployment and phase, and the server stores the same
+terminal report (device, deployment, phase and detail) once; a repeat changes nothing.
+Committed deployments need no tracking: the desired state they answer is what the device
+runs, and it is answered on every connect.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from pathlib import Path
 
 from edge_agent.serving import ServedModel
 from edge_agent.update.states import State
-from edge_agent.update.store import AgentState
+from edge_agent.update.store import AgentState, write_durably
 from edgefleet.protocol.messages import DeploymentPhase, DesiredState, Report
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,10 @@ def failure_for(
     last = last_failure(state, current)
     if last is not None and last.deployment_id == desired.deployment_id:
         return last
-    detail = state.failed.get(desired.deployment_id)
-    if detail is None:
+    outcome = state.failed.get(desired.deployment_id)
+    if outcome is None:
         return None
-    return report_for(desired, DeploymentPhase.FAILED, detail, current)
+    return report_for(desired, outcome.state.phase, outcome.detail, current)
 
 
 def report_for(
@@ -84,6 +88,12 @@ def report_for(
 
 def _key(report: Report) -> str:
     return f"{report.deployment_id} {report.phase.value}"
+
+
+def _is_key(text: str) -> bool:
+    """Whether ``text`` is a whole key as :func:`_key` writes it (not a torn one)."""
+    deployment_id, _, phase = text.rpartition(" ")
+    return bool(deployment_id) and phase in {state.phase.value for state in FAILURES}
 
 
 class OutcomeReports:
@@ -159,15 +169,22 @@ class OutcomeReports:
             if key == self._acked:
                 return
             self._acked = key
-        tmp = self._path.with_suffix(".tmp")
         try:
-            tmp.write_text(key + "\n")
-            tmp.replace(self._path)
+            write_durably(self._path, f"{key}\n".encode())
         except OSError as exc:  # a full disk: the report is only sent once more after a restart
             log.warning("cannot record the acknowledged report in %s: %s", self._path, exc)
 
     def _read(self) -> str:
+        """The acknowledged key; "" when none, or when the file is not a whole key (torn by a
+        power cut while an older agent wrote it without fsync, or damaged on disk)."""
         try:
-            return self._path.read_text().strip()
-        except OSError:
+            text = self._path.read_bytes().decode("utf-8").strip()
+        except FileNotFoundError:
             return ""
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("cannot read %s (%s); taking nothing as acknowledged", self._path, exc)
+            return ""
+        if text and not _is_key(text):
+            log.warning("%s holds no whole report key; taking nothing as acknowledged", self._path)
+            return ""
+        return text

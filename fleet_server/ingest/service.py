@@ -15,7 +15,9 @@
   (:class:`~fleet_server.ingest.activity.ActivityBuffer`), and not locked otherwise;
 - telemetry is appended with ``COPY`` on PostgreSQL (executemany on SQLite), its payload as the
   JSON text the device sent (validated, not dumped and re-encoded); reports with one
-  executemany ``INSERT``; predictions ``INSERT ... ON CONFLICT DO NOTHING`` on
+  executemany ``INSERT``, terminal ones ``ON CONFLICT DO NOTHING`` on
+  ``(device_id, outcome_key)`` (:func:`outcome_key`: the same terminal report is stored once,
+  however often the agent re-sends it); predictions ``INSERT ... ON CONFLICT DO NOTHING`` on
   ``(device_id, seq)``. The foreign key checks of these inserts need no lock of their own: the
   transaction already holds the device rows.
 
@@ -25,6 +27,8 @@ commits.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +64,9 @@ from fleet_server.ingest.tables import PredictionRow, ReportRow, TelemetryRow
 
 # Rows per statement: keeps far below SQLite's 32766 bound parameters.
 _CHUNK = 500
+TERMINAL_PHASES = frozenset(
+    {DeploymentPhase.COMMITTED, DeploymentPhase.ROLLED_BACK, DeploymentPhase.FAILED}
+)
 
 DeviceMessage = Status | Report | Telemetry | PredictionBatch
 # Core tables: executemany of cached statements (the drivers batch them), without the ORM's
@@ -155,7 +162,7 @@ def apply_batch(
     _write_devices(session, changes)
     _append_telemetry(session, telemetry)
     if reports:
-        session.connection().execute(insert(_REPORTS), reports)
+        _append_reports(session, reports)
     for device_id, records in predictions.items():
         at = devices[device_id].changes["last_seen"]
         inserted = _store_predictions(session, device_id, records, at)
@@ -254,6 +261,24 @@ def _append_telemetry(session: Session, rows: list[dict[str, Any]]) -> None:
             copy.write_row([*(row[c] for c in _TELEMETRY_COLUMNS), row["payload"]])
 
 
+def _append_reports(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Append reports in arrival order; a terminal report already stored (in an earlier
+    batch, by a concurrent ingest, or earlier in this one) is skipped by the unique index."""
+    dialect = session.get_bind().dialect.name
+    statement: Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(_REPORTS).on_conflict_do_nothing(
+            index_elements=["device_id", "outcome_key"]
+        )
+    elif dialect == "sqlite":
+        statement = sqlite.insert(_REPORTS).on_conflict_do_nothing(
+            index_elements=["device_id", "outcome_key"]
+        )
+    else:
+        raise NotImplementedError(f"report ingest supports sqlite and postgresql, not {dialect}")
+    session.connection().execute(statement, rows)
+
+
 def _write_devices(session: Session, changes: Changes) -> None:
     """Write ``changes``: every device row written is first locked in device id order (on
     PostgreSQL; the executor's order, so the two cannot deadlock), then one executemany
@@ -317,6 +342,15 @@ def _telemetry_values(
     }
 
 
+def outcome_key(report: Report) -> str | None:
+    """What makes a terminal report the same one again: a digest of its deployment, phase and
+    detail (fixed-size, so any detail fits the index); None for a progress report."""
+    if report.phase not in TERMINAL_PHASES:
+        return None
+    same = json.dumps([report.deployment_id, report.phase.value, report.detail])
+    return hashlib.sha256(same.encode()).hexdigest()
+
+
 def _report_values(device_id: str, report: Report, at: float) -> dict[str, Any]:
     return {
         "device_id": device_id,
@@ -327,6 +361,7 @@ def _report_values(device_id: str, report: Report, at: float) -> dict[str, Any]:
         "detail": report.detail,
         "ts": report.ts,
         "received_at": at,
+        "outcome_key": outcome_key(report),
     }
 
 

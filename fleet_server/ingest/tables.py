@@ -1,4 +1,5 @@
-"""ORM tables of ingested device data. Predictions are unique by (device_id, seq)."""
+"""ORM tables of ingested device data. Predictions are unique by (device_id, seq); terminal
+deployment reports by (device_id, outcome_key)."""
 
 from __future__ import annotations
 
@@ -47,10 +48,20 @@ class TelemetryRow(Base):
 
 
 class ReportRow(Base):
-    """Every deployment report, in arrival order: the history behind ``deployment_phase``."""
+    """Every deployment report, in arrival order: the history behind ``deployment_phase``.
+
+    A terminal report (committed, rolled back, failed) is stored once: agents send it again
+    until the broker acknowledges it and answer every republished desired state with it, so
+    after an outage the same one arrives several times. ``outcome_key`` digests its deployment,
+    phase and detail (None for progress reports, which NULL keeps apart), and the unique index
+    lets ingest insert it with ``ON CONFLICT DO NOTHING``: race-free under concurrent ingest on
+    PostgreSQL and SQLite alike, without an index entry of unbounded detail text."""
 
     __tablename__ = "deployment_reports"
-    __table_args__ = (Index("ix_report_device_ts", "device_id", "ts"),)
+    __table_args__ = (
+        Index("ix_report_device_ts", "device_id", "ts"),
+        Index("uq_report_device_outcome", "device_id", "outcome_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id", ondelete="CASCADE"))
@@ -61,3 +72,4 @@ class ReportRow(Base):
     detail: Mapped[str] = mapped_column(Text)
     ts: Mapped[float] = mapped_column(Float)
     received_at: Mapped[float] = mapped_column(Float)
+    outcome_key: Mapped[str | None] = mapped_column(String(64))  # terminal reports only

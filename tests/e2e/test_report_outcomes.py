@@ -11,7 +11,8 @@ is stopped where it matters by its test hook (``EDGEFLEET_AGENT_TEST_PAUSE_IN``,
 
 Either way the server must end with the deployment marked failed / rolled back and the device
 on its old model: the agent re-publishes the outcome after a reconnect or restart until the
-broker acknowledges it, and answers the desired state the restarted server republishes.
+broker acknowledges it, and answers the desired state the restarted server republishes. The
+server's deployment history holds the outcome once, however many copies arrived.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +129,17 @@ def persisted_state(server: Server, agent: Agent) -> dict[str, Any]:
     return dict(json.loads((server.work / agent.device_id / "state.json").read_text()))
 
 
+def stored_reports(server: Server, agent: Agent, phase: str) -> list[tuple[str, str]]:
+    """(deployment, detail) of the device's ``phase`` reports in the server's history."""
+    with sqlite3.connect(server.work / "server" / "fleet.db") as db:
+        rows = db.execute(
+            "SELECT deployment_id, detail FROM deployment_reports"
+            " WHERE device_id = ? AND phase = ? ORDER BY id",
+            (agent.device_id, phase),
+        ).fetchall()
+    return [(str(deployment), str(detail)) for deployment, detail in rows]
+
+
 def assign(fleet: Fleet, agent: Agent, version: str) -> str:
     reply = fleet.api(
         "PUT", f"/devices/{agent.device_id}/desired", {"model": MODEL, "version": version}
@@ -185,7 +199,7 @@ def test_a_rollback_persisted_just_before_a_sigkill_is_reported_after_the_restar
     fleet = one_device_fleet(server, f"validating@{GOOD}", monkeypatch)
     agent = fleet.agents[0]
     try:
-        assign(fleet, agent, GOOD)
+        deployment_id = assign(fleet, agent, GOOD)
         marker = paused(server, agent, "validating")
         sigkill(agent.process)  # killed while validating: the restart rolls back
         marker.unlink()
@@ -205,5 +219,11 @@ def test_a_rollback_persisted_just_before_a_sigkill_is_reported_after_the_restar
         assert device["deployment_detail"] == "agent restarted", device
         assert (device["reported_version"], device["desired_version"]) == (OLD, GOOD)
         assert agent.serving() == OLD
+        # Sent twice after the restart: as never acknowledged, and as the answer to the
+        # retained desired state. Stored once.
+        acked = server.work / agent.device_id / "outcome-acked"
+        wait_until(acked.exists, SLOW, "the broker to acknowledge the rollback", fleet.processes)
+        time.sleep(1.0)  # the other copy, had it been stored, is in by now
+        assert stored_reports(server, agent, "rolled_back") == [(deployment_id, "agent restarted")]
     finally:
         agent.process.stop()

@@ -120,7 +120,8 @@ def test_flipped_byte_in_model_fails_naming_it_and_keeps_serving(rig: Rig) -> No
     assert rig.phases() == [Phase.DOWNLOADING, Phase.VERIFYING, Phase.FAILED, Phase.FAILED]
     assert rig.reports[-1].detail == rig.reports[-2].detail
     state = json.loads((rig.data_dir / "state.json").read_text())
-    assert state["failed"]["dep-2"].startswith("model.onnx")
+    assert state["failed"]["dep-2"]["state"] == "failed"
+    assert state["failed"]["dep-2"]["detail"].startswith("model.onnx")
     assert state["active"]["version"] == "1.0.0"
 
 
@@ -297,7 +298,7 @@ def test_a_restart_in_validating_rolls_back_to_the_previous_model(
     assert current is not None and current.version == "1.0.0"
     saved = json.loads((rig.data_dir / "state.json").read_text())
     assert saved["active"]["version"] == "1.0.0"
-    assert saved["failed"]["dep-2"] == "rolled back: agent restarted"
+    assert saved["failed"]["dep-2"] == {"state": "rolled_back", "detail": "agent restarted"}
 
 
 def _validate_under_traffic(rig: Rig, trap: str, bad_input: list[float]) -> list[str]:
