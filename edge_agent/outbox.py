@@ -1,11 +1,13 @@
-"""The durable prediction log: SQLite in WAL mode, one row per prediction, group commit.
+"""The durable prediction log: SQLite in WAL mode, group commit, records stored in segments.
 
-Writers hand records to :meth:`Outbox.submit` and get a :class:`Ticket`; one writer thread
-takes everything queued and commits it in *one* transaction (one fsync), so concurrent
-requests share the cost of a commit. Two modes:
+Writers hand records to :meth:`Outbox.submit` (or :meth:`Outbox.submit_segments`) and get a
+:class:`Ticket`; one writer thread takes everything queued and commits it in *one*
+transaction (one fsync), so concurrent requests share the cost of a commit. Each write is
+stored as one :class:`~edge_agent.segments.Segment` row holding all of its records, so a
+batch request costs one row, not one per record. Two modes:
 
 - ``durable``: :meth:`Outbox.write` waits for the ticket, so a prediction whose response
-  was returned is on disk. Under load a commit carries many records.
+  was returned is on disk. Under load a commit carries many writes.
 - ``fast``: :meth:`Outbox.write` returns at once. The writer wakes at most once per
   ``commit_interval`` and commits everything queued, so what a power cut can lose is bounded
   by that interval plus the commit in progress.
@@ -15,18 +17,22 @@ durable writer costs one futex, where an :class:`threading.Event` shared by a gr
 every woken thread queue for the event's own lock. A submit wakes the writer only when it is
 idle, so a busy writer costs the serving path one lock and a list append.
 
-Bounded by ``max_bytes`` of record payload with an explicit policy: ``drop_oldest`` deletes
-the oldest records (delivered or not) to make room, ``reject_new`` refuses the new ones.
-A full disk (SQLITE_FULL) is handled by the same policy; nothing is ever raised to the
-serving path. :meth:`Outbox.stats` counts what was dropped and why.
+Bounded by ``max_bytes`` of stored segment bodies with an explicit policy: ``drop_oldest``
+deletes the oldest segments (delivered or not) to make room, ``reject_new`` refuses the new
+ones. A full disk (SQLITE_FULL) is handled by the same policy; nothing is ever raised to the
+serving path. :meth:`Outbox.stats` counts the records dropped and why.
 
-Records leave otherwise only through :meth:`Outbox.delete`, which the delivery loop calls with
-exactly the sequence numbers the fleet server acknowledged. ``seq`` comes from
-``INTEGER PRIMARY KEY AUTOINCREMENT``: increasing, never reused, even after deletes.
+Every record has its own ``seq``: a segment of ``count`` records holds ``first`` to
+``last``, and ``last`` is the row's ``INTEGER PRIMARY KEY AUTOINCREMENT``, so seqs increase
+and are never reused, even after deletes. Records leave otherwise only through
+:meth:`Outbox.delete`, which the delivery loop calls with exactly the seqs the fleet server
+acknowledged; a segment that loses only some of its records is rewritten with the rest, and
+their seqs are then listed as ranges in its ``seqs`` column (NULL while consecutive).
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import json
@@ -40,19 +46,32 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import AgentError
+from edge_agent.segments import (
+    Deferred,
+    Segment,
+    decode_segment,
+    keep_records,
+    segment_seqs,
+    seq_ranges,
+)
+from edge_agent.wal import Checkpointer
 from edgefleet.codec import decode
 from edgefleet.protocol.messages import PredictionRecord
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    record TEXT NOT NULL,
-    size INTEGER NOT NULL DEFAULT 0
+CREATE TABLE IF NOT EXISTS segment (
+    last INTEGER PRIMARY KEY AUTOINCREMENT,
+    first INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    format INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    seqs TEXT
 )
 """
-_CHUNK = 500
+_COLUMNS = 6
 _ROWS_PER_INSERT = 64
 
 
@@ -96,18 +115,22 @@ class OutboxStats:
 
 
 class Ticket:
-    """One submitted group of records; ``wait`` returns their seqs ([] when not stored).
+    """One submitted write; ``wait`` returns its records' seqs ([] when not stored).
 
     ``_pending`` is a lock taken at creation and released by the writer once the records
     are committed (or dropped); a waiter acquires and releases it again, so any number of
     threads may wait on one ticket."""
 
-    __slots__ = ("_pending", "done", "first", "rows", "stored")
+    __slots__ = ("_pending", "count", "done", "first", "parts", "segments", "size", "stored")
 
-    def __init__(self, rows: list[str]) -> None:
-        self.rows = rows
+    def __init__(self, parts: list[Segment | Deferred]) -> None:
+        self.parts = parts
+        self.count = sum(part.count for part in parts)
+        self.segments: list[Segment] = []
+        """The parts encoded, by the writer thread (:meth:`encode`)."""
+        self.size = 0
         self.first = 0
-        """The seq of the first row once stored; the rows' seqs are consecutive."""
+        """The seq of the first record once stored; the records' seqs are consecutive."""
         self.stored = False
         self.done = False
         """True once the writer is through with the ticket (committed or dropped)."""
@@ -116,7 +139,13 @@ class Ticket:
 
     @property
     def seqs(self) -> list[int]:
-        return list(range(self.first, self.first + len(self.rows))) if self.stored else []
+        return list(range(self.first, self.first + self.count)) if self.stored else []
+
+    def encode(self) -> None:
+        self.segments = [
+            part if isinstance(part, Segment) else part.encode() for part in self.parts
+        ]
+        self.size = sum(len(segment.body) for segment in self.segments)
 
     def wait(self, timeout: float | None = None) -> list[int]:
         if not self.done:
@@ -142,11 +171,12 @@ class Outbox:
             self._db = self._connect()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
-            if "size" not in columns:  # an outbox written by an older agent
-                self._db.execute("ALTER TABLE outbox ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
-            (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
+            _migrate_row_table(self._db)
+            (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM segment").fetchone()
+            self._next = _last_seq(self._db) + 1
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
             self._reader = self._connect()
+            self._checkpointer = Checkpointer(path)
         except sqlite3.Error as exc:
             raise AgentError(f"{path}: cannot open the prediction outbox ({exc})") from exc
         self._bytes = int(total)
@@ -160,6 +190,7 @@ class Outbox:
         self._idle = False
         self._closing = False
         self._stats = OutboxStats()
+        self._checkpoint_due = False
         self._writer = threading.Thread(target=self._run, name="edgefleet-outbox", daemon=True)
         self._writer.start()
 
@@ -175,16 +206,17 @@ class Outbox:
 
     def submit(self, records: Sequence[Mapping[str, Any]]) -> Ticket:
         """Queue records for the next group commit (every PredictionRecord field but seq)."""
-        return self.submit_rows(
-            [
-                json.dumps({k: v for k, v in r.items() if k != "seq"} if "seq" in r else r)
-                for r in records
-            ]
-        )
+        rows = [
+            json.dumps({k: v for k, v in r.items() if k != "seq"} if "seq" in r else r)
+            for r in records
+        ]
+        return self.submit_segments([Segment.of_lines(rows)] if rows else [])
 
-    def submit_rows(self, rows: list[str]) -> Ticket:
-        """Like :meth:`submit`, for records already encoded as JSON objects (without seq)."""
-        ticket = Ticket(rows)
+    def submit_segments(self, segments: Sequence[Segment | Deferred]) -> Ticket:
+        """Like :meth:`submit`, for records encoded as segments (or to be encoded by the
+        writer thread): each is stored as one row, and the ticket's records get consecutive
+        seqs in segment order."""
+        ticket = Ticket([segment for segment in segments if segment.count])
         with self._lock:
             while self._queued >= self.config.max_queue and not self._closing:
                 self._cond.wait(0.1)  # back-pressure: the writer is far behind
@@ -192,7 +224,7 @@ class Outbox:
                 raise AgentError(f"{self.path}: the outbox is closed")
             self._queue.append(ticket)
             self._last = ticket
-            self._queued += len(rows)
+            self._queued += ticket.count
             if self._idle:
                 self._idle = False
                 self._cond.notify_all()
@@ -202,9 +234,9 @@ class Outbox:
         """Submit; in durable mode, return only once the records are committed (or dropped)."""
         return self._settle(self.submit(records))
 
-    def write_rows(self, rows: list[str]) -> Ticket:
-        """:meth:`write` for records already encoded as JSON (see :meth:`submit_rows`)."""
-        return self._settle(self.submit_rows(rows))
+    def write_segments(self, segments: Sequence[Segment | Deferred]) -> Ticket:
+        """:meth:`write` for records already encoded (see :meth:`submit_segments`)."""
+        return self._settle(self.submit_segments(segments))
 
     def _settle(self, ticket: Ticket) -> Ticket:
         if self.config.mode is OutboxMode.DURABLE:
@@ -249,9 +281,15 @@ class Outbox:
             finally:
                 for ticket in batch:
                     ticket.finish()
+            if self._checkpoint_due:  # after waking the requests: none of them waits for it
+                with self._write_lock:
+                    self._checkpointer.run_now(self._db)
+                self._checkpoint_due = False
 
     def _commit(self, batch: list[Ticket]) -> None:
+        batch, failed = self._encode(batch)
         with self._write_lock:
+            self._stats.rejected_new += failed
             try:
                 self._insert(batch)
             except sqlite3.Error as exc:
@@ -262,58 +300,82 @@ class Outbox:
                     return
                 self._on_disk_full(batch)
 
+    def _encode(self, batch: list[Ticket]) -> tuple[list[Ticket], int]:
+        """Encode the tickets' deferred segments; returns the tickets that could be and the
+        count of records of those that could not (never stored: a bug, logged)."""
+        encoded: list[Ticket] = []
+        failed = 0
+        for ticket in batch:
+            try:
+                ticket.encode()
+            except Exception:
+                log.exception("outbox: %d records could not be encoded, not stored", ticket.count)
+                failed += ticket.count
+                continue
+            encoded.append(ticket)
+        return encoded, failed
+
     def _insert(self, batch: list[Ticket]) -> None:
+        """Store the tickets in one transaction; seqs are taken only once it committed.
+
+        When they fit the byte bound and one INSERT statement, that statement is the whole
+        transaction (SQLite's autocommit): sqlite3 lets go of the GIL around every call, and
+        with many writers running, getting it back after a BEGIN and a COMMIT as well cost
+        more than the fsync."""
         limit = self.config.max_bytes
-        rows = [(row, len(row)) for ticket in batch for row in ticket.rows]
-        size = sum(row[1] for row in rows)
-        self._db.execute("BEGIN IMMEDIATE")
+        size = sum(ticket.size for ticket in batch)
+        single = (
+            self._bytes + size <= limit
+            and sum(len(ticket.segments) for ticket in batch) <= _ROWS_PER_INSERT
+        )
+        if not single:
+            self._db.execute("BEGIN IMMEDIATE")
         freed = 0
         if self._bytes + size > limit:
             if self.config.policy is OverflowPolicy.DROP_OLDEST:
                 freed = self._drop_oldest(self._bytes + size - limit)
             else:
                 batch = self._reject(batch, limit - self._bytes)
-                rows = [(row, len(row)) for ticket in batch for row in ticket.rows]
-                size = sum(row[1] for row in rows)
-        if rows:
-            last = self._insert_rows(rows)
-        self._db.execute("COMMIT")
-        self._bytes += size - freed
-        self._stats.commits += 1
-        self._stats.committed += len(rows)
-        if rows:
-            first = int(last) - len(rows) + 1
-            for ticket in batch:
-                ticket.first = first
-                ticket.stored = True
-                first += len(ticket.rows)
-
-    def _insert_rows(self, rows: list[tuple[str, int]]) -> int:
-        """INSERT ``rows`` with multi-row statements of up to ``_ROWS_PER_INSERT``; returns
-        the last seq. One statement per chunk, not one per row as ``executemany`` runs:
-        sqlite3 lets go of the GIL around every statement step, and with many writer
-        threads waiting for it, getting it back costs more than the insert itself."""
-        cursor: sqlite3.Cursor | None = None
+                size = sum(ticket.size for ticket in batch)
+        rows: list[tuple[int, int, int, int, int, bytes]] = []
+        seq = self._next
+        for ticket in batch:
+            for segment in ticket.segments:
+                last = seq + segment.count - 1
+                rows.append(
+                    (last, seq, segment.count, len(segment.body), segment.format, segment.body)
+                )
+                seq = last + 1
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start : start + _ROWS_PER_INSERT]
-            cursor = self._db.execute(_insert_sql(len(chunk)), [v for row in chunk for v in row])
-        assert cursor is not None and cursor.lastrowid is not None
-        return cursor.lastrowid
+            self._db.execute(_insert_sql(len(chunk)), [v for row in chunk for v in row])
+        if not single:
+            self._db.execute("COMMIT")
+        self._checkpoint_due = self._checkpointer.wrote(size)
+        self._bytes += size - freed
+        self._stats.commits += 1
+        first = self._next
+        self._next = seq
+        self._stats.committed += seq - first
+        for ticket in batch:
+            ticket.first = first
+            ticket.stored = True
+            first += ticket.count
 
     def _drop_oldest(self, need: int) -> int:
-        """Delete the oldest records until ``need`` bytes are free; returns bytes freed."""
+        """Delete the oldest segments until ``need`` bytes are free; returns bytes freed."""
         freed = dropped = 0
         cutoff = 0
-        cursor = self._db.execute("SELECT seq, size FROM outbox ORDER BY seq")
-        for seq, size in cursor:
+        cursor = self._db.execute("SELECT last, size, count FROM segment ORDER BY last")
+        for last, size, count in cursor:
             freed += int(size)
-            dropped += 1
-            cutoff = int(seq)
+            dropped += int(count)
+            cutoff = int(last)
             if freed >= need:
                 break
         cursor.close()
         if dropped:
-            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (cutoff,))
+            self._db.execute("DELETE FROM segment WHERE last <= ?", (cutoff,))
             self._stats.dropped_oldest += dropped
             log.warning("outbox full: dropped the %d oldest records (drop_oldest)", dropped)
         return freed
@@ -322,12 +384,11 @@ class Outbox:
         kept: list[Ticket] = []
         rejected = 0
         for ticket in batch:
-            size = sum(len(row) for row in ticket.rows)
-            if size <= room:
+            if ticket.size <= room:
                 kept.append(ticket)
-                room -= size
+                room -= ticket.size
             else:
-                rejected += len(ticket.rows)
+                rejected += ticket.count
         if rejected:
             self._stats.rejected_new += rejected
             log.warning("outbox full: rejected %d new records (reject_new)", rejected)
@@ -352,7 +413,7 @@ class Outbox:
         log.warning("outbox: disk full, %d new records not stored", count)
 
     def _recount(self) -> None:
-        (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        (total,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM segment").fetchone()
         self._bytes = int(total)
 
     def _rollback(self) -> None:
@@ -363,42 +424,50 @@ class Outbox:
 
     def pending(self, limit: int, *, after: int = 0) -> list[PredictionRecord]:
         """The oldest ``limit`` records with seq > ``after``, in seq order."""
+        found: list[PredictionRecord] = []
         with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT seq, record FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, limit),
-            ).fetchall()
-        return [_record(seq, text) for seq, text in rows]
+            cursor = self._reader.execute(
+                "SELECT first, count, seqs, format, body FROM segment WHERE last > ? ORDER BY last",
+                (after,),
+            )
+            for row in cursor:
+                found.extend(record for record in _records(row) if record.seq > after)
+                if len(found) >= limit:
+                    break
+            cursor.close()
+        return found[:limit]
 
     def get(self, seqs: Iterable[int]) -> list[PredictionRecord]:
         """The records among ``seqs`` that are still in the outbox, in seq order."""
-        wanted = sorted(set(seqs))
-        found: list[PredictionRecord] = []
+        wanted = set(seqs)
+        if not wanted:
+            return []
         with self._read_lock:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = self._reader.execute(
-                    f"SELECT seq, record FROM outbox WHERE seq IN ({marks}) ORDER BY seq", chunk
-                ).fetchall()
-                found.extend(_record(seq, text) for seq, text in rows)
-        return found
+            rows = self._reader.execute(
+                "SELECT first, count, seqs, format, body FROM segment "
+                "WHERE last >= ? AND first <= ? ORDER BY last",
+                (min(wanted), max(wanted)),
+            ).fetchall()
+        return [record for row in rows for record in _records(row) if record.seq in wanted]
 
     def delete(self, seqs: Iterable[int]) -> int:
         """Delete exactly these seqs (absent ones are ignored); returns how many were removed."""
-        wanted = sorted(set(seqs))
+        wanted = set(seqs)
+        ordered = sorted(wanted)
+        if not ordered:
+            return 0
         removed = freed = 0
         with self._write_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for start in range(0, len(wanted), _CHUNK):
-                    chunk = wanted[start : start + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    sizes = self._db.execute(
-                        f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING size", chunk
-                    ).fetchall()
-                    removed += len(sizes)
-                    freed += sum(int(size) for (size,) in sizes)
+                for row in self._db.execute(
+                    "SELECT last, first, count, size, format, seqs FROM segment "
+                    "WHERE last >= ? AND first <= ? ORDER BY last",
+                    (ordered[0], ordered[-1]),
+                ).fetchall():
+                    gone, size_freed = self._delete_from(row, wanted, ordered)
+                    removed += gone
+                    freed += size_freed
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
@@ -406,14 +475,47 @@ class Outbox:
             self._bytes -= freed
         return removed
 
+    def _delete_from(
+        self, row: tuple[int, int, int, int, int, str | None], wanted: set[int], ordered: list[int]
+    ) -> tuple[int, int]:
+        """Delete ``wanted`` seqs from one segment; returns (records removed, bytes freed)."""
+        last, first, count, size, format_, ranges = row
+        if ranges is None:  # consecutive seqs: count the wanted ones in its range
+            hits = bisect.bisect_right(ordered, last) - bisect.bisect_left(ordered, first)
+            if hits == count:
+                self._db.execute("DELETE FROM segment WHERE last = ?", (last,))
+                return count, size
+            if not hits:
+                return 0, 0
+        seqs = segment_seqs(first, count, ranges)
+        kept = [index for index, seq in enumerate(seqs) if seq not in wanted]
+        if len(kept) == count:
+            return 0, 0
+        if not kept:
+            self._db.execute("DELETE FROM segment WHERE last = ?", (last,))
+            return count, size
+        [(body,)] = self._db.execute(
+            "DELETE FROM segment WHERE last = ? RETURNING body", (last,)
+        ).fetchall()
+        rest = keep_records(format_, body, kept)
+        rest_seqs = seq_ranges([seqs[index] for index in kept])
+        self._db.execute(
+            "INSERT INTO segment (last, first, count, size, format, body, seqs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seqs[kept[-1]], seqs[kept[0]], len(kept), len(rest), format_, rest, rest_seqs),
+        )
+        return count - len(kept), size - len(rest)
+
     def depth(self) -> int:
         with self._read_lock:
-            (count,) = self._reader.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            (count,) = self._reader.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM segment"
+            ).fetchone()
         return int(count)
 
     @property
     def bytes(self) -> int:
-        """Record payload bytes stored (what ``max_bytes`` bounds)."""
+        """Stored segment bytes (what ``max_bytes`` bounds)."""
         return self._bytes
 
     def stats(self) -> OutboxStats:
@@ -423,10 +525,7 @@ class Outbox:
     def last_seq(self) -> int:
         """The highest seq ever assigned (0 when none), deleted or not."""
         with self._read_lock:
-            row = self._reader.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'"
-            ).fetchone()
-        return int(row[0]) if row else 0
+            return _last_seq(self._reader)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the connections."""
@@ -434,6 +533,7 @@ class Outbox:
             self._closing = True
             self._cond.notify_all()
         self._writer.join(timeout=30)
+        self._checkpointer.close()
         with self._write_lock, self._read_lock:
             self._db.close()
             self._reader.close()
@@ -441,13 +541,52 @@ class Outbox:
 
 @functools.cache
 def _insert_sql(count: int) -> str:
-    """The INSERT of ``count`` rows (at most ``_ROWS_PER_INSERT`` texts, so at most that
-    many statements in sqlite3's statement cache)."""
-    return "INSERT INTO outbox (record, size) VALUES " + ", ".join(["(?, ?)"] * count)
+    """The INSERT of ``count`` segments (at most ``_ROWS_PER_INSERT`` texts, so at most that
+    many statements in sqlite3's statement cache). One statement per chunk, not one per row
+    as ``executemany`` runs: sqlite3 lets go of the GIL around every statement step, and with
+    many writer threads waiting for it, getting it back costs more than the insert itself."""
+    marks = "(" + ", ".join("?" * _COLUMNS) + ")"
+    return "INSERT INTO segment (last, first, count, size, format, body) VALUES " + ", ".join(
+        [marks] * count
+    )
+
+
+def _last_seq(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'segment'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _migrate_row_table(db: sqlite3.Connection) -> None:
+    """An outbox written by an older agent keeps one record per row in table ``outbox``:
+    move its records into one-record segments, keeping their seqs (and the highest seq ever
+    used), in one transaction."""
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"
+    ).fetchone()
+    if not exists:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "INSERT INTO segment (last, first, count, size, format, body) "
+            "SELECT seq, seq, 1, length(CAST(record AS BLOB)), 0, CAST(record AS BLOB) "
+            "FROM outbox ORDER BY seq"
+        )
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        if row and int(row[0]) > _last_seq(db):
+            db.execute("DELETE FROM sqlite_sequence WHERE name = 'segment'")
+            db.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('segment', ?)", (int(row[0]),)
+            )
+        db.execute("DROP TABLE outbox")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _count(batch: list[Ticket]) -> int:
-    return sum(len(ticket.rows) for ticket in batch)
+    return sum(ticket.count for ticket in batch)
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -455,5 +594,12 @@ def _is_full(exc: sqlite3.Error) -> bool:
     return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc) or "disk I/O" in str(exc)
 
 
-def _record(seq: int, text: str) -> PredictionRecord:
-    return decode(PredictionRecord, {**json.loads(text), "seq": seq})
+def _records(row: tuple[int, int, str | None, int, bytes]) -> list[PredictionRecord]:
+    """The records of a ``(first, count, seqs, format, body)`` segment row."""
+    first, count, ranges, format_, body = row
+    seqs = segment_seqs(first, count, ranges)
+    fields = decode_segment(format_, body)
+    return [
+        decode(PredictionRecord, {**record, "seq": seq})
+        for seq, record in zip(seqs, fields, strict=True)
+    ]

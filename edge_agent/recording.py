@@ -21,14 +21,16 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple, cast
 
 import numpy as np
 
 from edge_agent.health import HealthMonitor
 from edge_agent.outbox import Outbox, OutboxMode
 from edge_agent.runtime.base import Array
-from edge_agent.serving import Example, ServedModel, count_nan
+from edge_agent.segments import Deferred, Segment, columns_of, nan_rows, split_every
+from edge_agent.serving import BatchResults, Example, ServedModel, count_nan
 from edge_agent.telemetry import Metrics
 
 log = logging.getLogger(__name__)
@@ -87,15 +89,16 @@ _FLOAT32 = "%.9g"
 
 
 class RecordEncoder:
-    """Writes records as JSON text; the members one model's records share are encoded once.
-    Thread-safe: the cache is one (model, text) pair, replaced as a whole."""
+    """The members one model's records share (device, model, version, artifact hash), as a
+    mapping and as JSON text, built once per model. Thread-safe: the cache is one tuple,
+    replaced as a whole."""
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
-        self._cache: tuple[ServedModel | None, str] = (None, "")
+        self._cache: tuple[ServedModel | None, dict[str, str], str] = (None, {}, "")
 
-    def shared(self, model: ServedModel) -> str:
-        cached_model, text = self._cache
+    def _members(self, model: ServedModel) -> tuple[dict[str, str], str]:
+        cached_model, members, text = self._cache
         if cached_model is not model:
             members = {
                 "device": self.device_id,
@@ -104,8 +107,15 @@ class RecordEncoder:
                 "artifact_sha256": model.artifact_sha256,
             }
             text = json.dumps(members)[1:-1] + ", "
-            self._cache = (model, text)
-        return text
+            self._cache = (model, members, text)
+        return members, text
+
+    def shared(self, model: ServedModel) -> str:
+        """The shared members as the start of a JSON object's text (``"device": ..., ``)."""
+        return self._members(model)[1]
+
+    def members(self, model: ServedModel) -> dict[str, str]:
+        return self._members(model)[0]
 
 
 class RecordIds:
@@ -141,8 +151,80 @@ class RecordIds:
     def _reserve(self, count: int) -> list[str]:
         """``count`` fresh ids; the caller holds the lock."""
         start, self._next = self._next, self._next + count
-        prefix = self._prefix
-        return [f"{prefix}{n:016x}" for n in range(start, start + count)]
+        if count < 16:
+            prefix = self._prefix
+            return [f"{prefix}{n:016x}" for n in range(start, start + count)]
+        # Many at once: both halves of every id as big-endian uint64 pairs, hex in one call.
+        pairs = np.empty((count, 2), ">u8")
+        pairs[:, 0] = int(self._prefix, 16)
+        pairs[:, 1] = np.arange(start, start + count, dtype=np.uint64)
+        return split_every(pairs.tobytes().hex(), 32)
+
+
+PACK_FROM = 8
+"""Records in one write from which they are stored packed in columns: below it, encoding a
+few records as JSON text costs less than building the columns."""
+
+
+class Records(NamedTuple):
+    """Records of one model, one entry per record in each list."""
+
+    record_ids: list[str]
+    input_digests: list[str]
+    results: Sequence[Sequence[Array]]
+    """Each record's output arrays, in manifest order."""
+    latency_ms: list[float]
+    ts: list[float]
+
+
+def nan_count(results: Sequence[Sequence[Array]]) -> int:
+    """How many examples have a NaN in any float output."""
+    if isinstance(results, BatchResults):
+        flags = np.zeros(len(results), dtype=bool)
+        for whole in results.batch:
+            flags |= nan_rows(whole)
+        return int(flags.sum())
+    return count_nan(results)
+
+
+def records_segment(
+    members: Mapping[str, str] | None,
+    shared: str,
+    to_json: Callable[[list[Array]], object],
+    records: Records,
+    sampled: Mapping[int, str],
+) -> Segment:
+    """The records as one outbox segment.
+
+    Packed in columns (:mod:`edge_agent.segments`) when there are at least ``PACK_FROM`` and
+    ``members`` is given (one output per record), else one JSON line each: ``shared`` is
+    :meth:`RecordEncoder.shared`, ``to_json`` writes outputs that :func:`output_json` does
+    not, ``sampled`` holds the sampled inputs' JSON by record index."""
+    results = records.results
+    if members is not None and len(results) >= PACK_FROM:
+        whole = results.batch if isinstance(results, BatchResults) else None
+        columns = columns_of(
+            members,
+            records.record_ids,
+            records.input_digests,
+            whole[0] if whole is not None else [outputs[0] for outputs in results],
+            records.latency_ms,
+            records.ts,
+            sampled,
+        )
+        if columns is not None:
+            return Segment.of_columns(columns)
+    rows: list[str] = []
+    for index, (record_id, digest, outputs, latency_ms, ts) in enumerate(
+        zip(*records, strict=True)
+    ):
+        text, _ = output_json(outputs, to_json)
+        rows.append(
+            f'{{"record_id": "{record_id}", {shared}"input_digest": "{digest}", '
+            f'"input": {sampled.get(index, "null")}, "output": {text}, '
+            f'"latency_ms": {latency_ms!r}, "ts": {ts!r}}}'
+        )
+    return Segment.of_lines(rows)
 
 
 Done = tuple[ServedModel, Sequence[Example], Sequence[Sequence[Array]], list[str], float, float]
@@ -150,6 +232,19 @@ Done = tuple[ServedModel, Sequence[Example], Sequence[Sequence[Array]], list[str
 per example its output arrays in manifest order, the record ids, the run's latency in ms and
 the wall-clock time. A plain tuple: a dataclass's ``__init__`` costs the serving path
 several microseconds once the model run has pushed Python out of the CPU caches."""
+
+
+def _joined_results(items: list[Done]) -> Sequence[Sequence[Array]]:
+    """The predictions' results, in order: one :class:`BatchResults` when every prediction
+    ran as one batch (so that their outputs are stored whole, not row by row)."""
+    parts = [item[2] for item in items]
+    if len(parts) == 1:
+        return parts[0]
+    rows = cast(list[list[Array]], [row for part in parts for row in part])
+    if not all(isinstance(part, BatchResults) for part in parts):
+        return rows
+    batches = [cast(BatchResults, part).batch for part in parts]
+    return BatchResults(rows, [np.concatenate(whole) for whole in zip(*batches, strict=True)])
 
 
 class Recorder:
@@ -229,38 +324,48 @@ class Recorder:
                 log.exception("recording %d predictions failed", len(items))
 
     def _process(self, items: Sequence[Done]) -> bool:
-        rows: list[str] = []
-        for _, run in itertools.groupby(items, key=_model_id):
-            self._encode(list(run), rows)
-        ticket = self.outbox.write_rows(rows)
+        segments = [self._encode(list(run)) for _, run in itertools.groupby(items, key=_model_id)]
+        ticket = self.outbox.write_segments(segments)
         self.on_recorded()
         return ticket.stored
 
-    def _encode(self, items: list[Done], rows: list[str]) -> None:
-        """Append the records of predictions of one model to ``rows``; feed the health
-        monitor, the metrics and the sketches once for all of them (one lock each)."""
+    def _encode(self, items: list[Done]) -> Deferred:
+        """The records of predictions of one model, for the outbox to encode as one segment;
+        feeds the health monitor, the metrics and the sketches once for all of them (one lock
+        each)."""
         model = items[0][0]
         rate = self.input_sample_rate
-        shared = self._encoder.shared(model)
-        calls: list[tuple[float, int, int]] = []
+        record_ids: list[str] = []
+        latency: list[float] = []
+        times: list[float] = []
         inputs: list[Example] = []
-        outputs: list[Array] = []
-        for _, examples, results, record_ids, latency_ms, ts in items:
-            tail = f', "latency_ms": {latency_ms / len(examples)!r}, "ts": {ts!r}}}'
-            nan = 0
-            for record_id, example, result in zip(record_ids, examples, results, strict=True):
-                text, has_nan = output_json(result, model.to_json)
-                nan += has_nan
-                sample = input_json(example) if rate and random.random() < rate else "null"
-                rows.append(
-                    f'{{"record_id": "{record_id}", {shared}"input_digest": '
-                    f'"{input_digest(example)}", "input": {sample}, "output": {text}{tail}'
-                )
-            calls.append((latency_ms, len(examples), nan))
+        sampled: dict[int, str] = {}
+        for _, examples, _, ids, latency_ms, ts in items:
+            count = len(examples)
+            if rate:
+                for index, example in enumerate(examples, start=len(inputs)):
+                    if random.random() < rate:
+                        sampled[index] = input_json(example)
+            record_ids.extend(ids)
+            latency.extend([latency_ms / count] * count)
+            times.extend([ts] * count)
             inputs.extend(examples)
-            outputs.extend(result[0] for result in results)
+        results = _joined_results(items)
+        encode = functools.partial(
+            records_segment,
+            self._encoder.members(model) if model.single_output else None,
+            self._encoder.shared(model),
+            model.to_json,
+            Records(record_ids, [input_digest(x) for x in inputs], results, latency, times),
+            sampled,
+        )
+        calls = [
+            (latency_ms, len(examples), nan_count(outputs))
+            for _, examples, outputs, _, latency_ms, _ in items
+        ]
         self.monitor.record_calls(model.artifact_sha256, calls)
-        self.metrics.record_calls(calls, inputs, outputs)
+        self.metrics.record_calls(calls, inputs, [outputs[0] for outputs in results])
+        return Deferred(len(record_ids), encode)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Fast mode: wait until everything recorded so far reached the outbox's queue."""

@@ -38,6 +38,16 @@ Example = Array | Feed
 """One example: an array for a one-input model, a :data:`Feed` for a model with several."""
 
 
+class BatchResults(list[list[Array]]):
+    """Per example its outputs in manifest order (views into ``batch``), from one batched run:
+    ``batch`` holds that run's outputs, one row per example, for whoever wants them whole
+    (the recorder stores them as they are)."""
+
+    def __init__(self, rows: list[list[Array]], batch: list[Array]) -> None:
+        super().__init__(rows)
+        self.batch = batch
+
+
 @dataclass(frozen=True)
 class ServedModel:
     manifest: Manifest
@@ -148,7 +158,10 @@ class ServedModel:
                 return [[output[0] for output in outputs]]
             if _same_shapes(examples):
                 outputs = self.prepared.run(self._stacked(examples))
-                return [[output[index] for output in outputs] for index in range(len(examples))]
+                return BatchResults(
+                    [[output[index] for output in outputs] for index in range(len(examples))],
+                    outputs,
+                )
         results: list[list[Array]] = []
         for example in examples:
             outputs = self.prepared.run(self._feed(example, batched=self.batch_axis is not None))

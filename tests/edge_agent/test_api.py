@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 from edge_agent.api import LocalApi, PredictionService
+from edge_agent.health import HealthMonitor
 from edge_agent.outbox import Outbox, OutboxConfig, OutboxMode
-from edge_agent.recording import input_digest
+from edge_agent.recording import Recorder, RecordIds, input_digest
 from edge_agent.runtime.ort import OnnxRuntimeBackend
+from edge_agent.segments import SegmentFormat
 from edge_agent.serving import ModelSlot, ServedModel
 from edge_agent.telemetry import Metrics
 from tests.edge_agent.helpers import expected, manifest_for, write_tiny_onnx
@@ -127,6 +130,67 @@ def test_batch_gives_one_output_and_one_record_per_example(
     assert [r.seq for r in records] == [1, 2, 3]
     assert [r.record_id for r in records] == body["record_ids"]
     assert service.metrics.total_requests == 3
+
+
+def test_a_batch_is_stored_as_one_packed_segment_and_reads_back_whole(
+    tmp_path: Path, backend: OnnxRuntimeBackend
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    service = PredictionService(
+        slot=ModelSlot(), outbox=outbox, metrics=Metrics(), input_sample_rate=1.0
+    )
+    service.slot.swap(served(tmp_path, backend, 2))
+    inputs = np.arange(64 * 4, dtype=np.float32).reshape(64, 4)
+    answer = service.predict_examples(list(inputs))
+    assert answer["logged"] is True
+    with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+        rows = db.execute("SELECT count, format FROM segment").fetchall()
+    assert rows == [(64, SegmentFormat.COLUMNS)]
+    records = outbox.pending(100)
+    assert [r.record_id for r in records] == answer["record_ids"]
+    assert [r.input_digest for r in records] == [input_digest(x) for x in inputs]
+    assert [r.input for r in records] == inputs.tolist()
+    outputs = np.asarray([r.output for r in records], np.float32)
+    np.testing.assert_array_equal(outputs, np.asarray(answer["outputs"], np.float32).reshape(64, 3))
+    assert {(r.model, r.model_version, r.artifact_sha256) for r in records} == {
+        ("tiny", "2.0.0", "2" * 64)
+    }
+    service.close()
+    outbox.close()
+
+
+def test_fast_mode_stores_several_batches_together_and_exactly(
+    tmp_path: Path, backend: OnnxRuntimeBackend
+) -> None:
+    outbox = Outbox(tmp_path / "fast.sqlite", OutboxConfig(mode=OutboxMode.FAST))
+    monitor = HealthMonitor()
+    recorder = Recorder(
+        outbox=outbox,
+        metrics=Metrics(),
+        monitor=monitor,
+        device_id="dev-1",
+        input_sample_rate=0.0,
+        on_recorded=lambda: None,
+        interval=60.0,  # gathers until close: all five predictions in one write
+    )
+    model = served(tmp_path, backend, 1)
+    batches = [np.arange(n, n + 40, dtype=np.float32).reshape(10, 4) for n in range(0, 200, 40)]
+    ids = RecordIds()
+    record_ids = [ids.take(10) for _ in batches]
+    for batch, taken in zip(batches, record_ids, strict=True):
+        recorder.record(model, list(batch), model.run_examples(list(batch)), taken, 1.0, 2.0)
+    recorder.close()
+    outbox.close()
+    with sqlite3.connect(tmp_path / "fast.sqlite") as db:
+        rows = db.execute("SELECT count, format FROM segment").fetchall()
+    assert rows == [(50, SegmentFormat.COLUMNS)]
+    records = Outbox(tmp_path / "fast.sqlite").pending(100)
+    assert [r.record_id for r in records] == [i for taken in record_ids for i in taken]
+    assert [r.input_digest for r in records] == [input_digest(x) for b in batches for x in b]
+    outputs = np.asarray([r.output for r in records], np.float32)
+    np.testing.assert_allclose(outputs, expected(np.concatenate(batches), 1), rtol=1e-5)
+    assert {r.latency_ms for r in records} == {0.1} and {r.ts for r in records} == {2.0}
+    assert monitor.snapshot(model.artifact_sha256).requests == 5  # predictions, not examples
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import json
+import sqlite3
 import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge_agent.outbox import Outbox, OutboxConfig, OutboxMode, OverflowPolicy, Ticket
+from edge_agent.segments import Deferred, Segment, SegmentFormat, columns_of
 
 
 def _record(n: int) -> dict[str, object]:
@@ -73,8 +77,21 @@ def test_concurrent_appends_get_distinct_gap_free_seqs(tmp_path: Path) -> None:
     assert outbox.depth() == 100
 
 
+def _columns(first: int, count: int) -> Segment:
+    """``count`` records as one packed segment (as the recorder stores a batch request)."""
+    shared = {"model": "tiny", "model_version": "1.0.0", "artifact_sha256": "a" * 64}
+    ids = [f"{n:032x}" for n in range(first, first + count)]
+    outputs = [np.array([n, n + 0.5], np.float32) for n in range(first, first + count)]
+    columns = columns_of(
+        shared, ids, ["d" * 64] * count, outputs, [0.25] * count, [1000.0] * count, {}
+    )
+    assert columns is not None
+    return Segment.of_columns(columns)
+
+
 _op = st.one_of(
     st.tuples(st.just("append"), st.integers(min_value=1, max_value=5)),
+    st.tuples(st.just("columns"), st.integers(min_value=1, max_value=6)),
     st.tuples(st.just("ack"), st.sets(st.integers(min_value=0, max_value=40), max_size=10)),
     st.tuples(st.just("reopen"), st.just(0)),
 )
@@ -96,6 +113,12 @@ def test_append_and_ack_never_lose_or_duplicate(ops: list[tuple[str, object]]) -
                 assert all(seq not in expected for seq in seqs)
                 expected.update(zip(seqs, (str(r["record_id"]) for r in batch), strict=True))
                 counter += arg
+            elif kind == "columns":
+                assert isinstance(arg, int)
+                seqs = outbox.submit_segments([_columns(counter, arg)]).wait()
+                ids = [f"{n:032x}" for n in range(counter, counter + arg)]
+                expected.update(zip(seqs, ids, strict=True))
+                counter += arg
             elif kind == "ack":
                 assert isinstance(arg, set)
                 removed = outbox.delete(arg)
@@ -110,6 +133,96 @@ def test_append_and_ack_never_lose_or_duplicate(ops: list[tuple[str, object]]) -
             assert {r.seq: r.record_id for r in pending} == expected
             assert outbox.depth() == len(expected)
         outbox.close()
+
+
+def test_a_partly_acknowledged_segment_keeps_the_rest_across_reopen(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    assert outbox.submit_segments([_columns(0, 8), _columns(8, 4)]).wait() == list(range(1, 13))
+    full = outbox.bytes
+    assert outbox.delete([2, 3, 8, 9]) == 4  # holes in the first segment, its tail gone
+    assert 0 < outbox.bytes < full
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox.sqlite")
+    rest = reopened.pending(100)
+    assert [r.seq for r in rest] == [1, 4, 5, 6, 7, 10, 11, 12]
+    assert rest[1].output == [3.0, 3.5] and rest[1].record_id == f"{3:032x}"
+    assert [r.seq for r in reopened.get([7, 12, 8])] == [7, 12]
+    assert [r.seq for r in reopened.pending(3, after=5)] == [6, 7, 10]
+    assert reopened.delete(range(1, 13)) == 8
+    assert reopened.depth() == 0 and reopened.bytes == 0
+    assert reopened.submit_segments([_columns(12, 2)]).wait() == [13, 14]
+    reopened.close()
+
+
+def test_an_outbox_of_an_older_agent_is_taken_over_with_its_seqs(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL, "
+        "size INTEGER NOT NULL DEFAULT 0)"
+    )
+    for n in range(5):
+        text = json.dumps(_record(n))
+        old.execute("INSERT INTO outbox (record, size) VALUES (?, ?)", (text, len(text)))
+    old.execute("DELETE FROM outbox WHERE seq IN (1, 5)")  # acknowledged, seq 5 the highest
+    old.close()
+
+    outbox = Outbox(path)
+    assert [(r.seq, r.record_id) for r in outbox.pending(10)] == [(2, "r1"), (3, "r2"), (4, "r3")]
+    assert outbox.last_seq() == 5
+    assert outbox.append(_record(5)) == 6  # seqs are never reused
+    assert outbox.delete([3]) == 1 and outbox.depth() == 3
+    outbox.close()
+    tables = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert "outbox" not in tables
+
+
+def test_drop_oldest_drops_whole_segments_and_counts_their_records(tmp_path: Path) -> None:
+    one = len(_columns(0, 10).body)
+    config = OutboxConfig(max_bytes=int(one * 3.5), policy=OverflowPolicy.DROP_OLDEST)
+    outbox = Outbox(tmp_path / "outbox.sqlite", config)
+    for n in range(6):
+        outbox.submit_segments([_columns(n * 10, 10)]).wait()
+    assert outbox.stats().dropped_oldest == 30 and outbox.depth() == 30
+    assert outbox.pending(1)[0].seq == 31
+    outbox.close()
+
+
+def test_the_write_ahead_log_is_checkpointed_and_stays_small(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    shared = {"model": "big", "model_version": "1", "artifact_sha256": "a" * 64}
+    outputs = np.zeros((64, 4096), np.float32)  # 1 MiB a write
+    for n in range(40):
+        ids = [f"{n * 64 + k:032x}" for k in range(64)]
+        columns = columns_of(shared, ids, ["d" * 64] * 64, outputs, [1.0] * 64, [2.0] * 64, {})
+        assert columns is not None
+        outbox.submit_segments([Segment.of_columns(columns)]).wait()
+    wal = tmp_path / "outbox.sqlite-wal"
+    assert 0 < wal.stat().st_size < 16 << 20  # of 40 MiB written
+    assert outbox.depth() == 40 * 64
+    outbox.close()
+    assert len(Outbox(tmp_path / "outbox.sqlite").pending(10)) == 10
+
+
+def test_records_that_fail_to_encode_are_counted_and_the_outbox_goes_on(tmp_path: Path) -> None:
+    def broken() -> Segment:
+        raise ValueError("cannot encode")
+
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    lost = outbox.submit_segments([Deferred(3, broken)])
+    kept = outbox.submit_segments([Deferred(2, lambda: _columns(0, 2))])
+    assert lost.wait(10) == [] and not lost.stored
+    assert kept.wait(10) == [1, 2]
+    assert outbox.stats().rejected_new == 3
+    assert [r.record_id for r in outbox.pending(10)] == [f"{n:032x}" for n in range(2)]
+    outbox.close()
+
+
+def test_a_segment_line_with_a_raw_newline_is_stored_as_valid_json() -> None:
+    segment = Segment.of_lines(['{"a": 1}', '{"b":\n 2}'])
+    assert segment.format is SegmentFormat.LINES and segment.count == 2
+    assert segment.body == b'{"a": 1}\n{"b": 2}'
 
 
 # -- group commit, modes, bounds, full disk ---------------------------------------------------

@@ -8,7 +8,8 @@ import threading
 import numpy as np
 
 from edge_agent.memory import limit_arenas, release_free_memory
-from edge_agent.recording import RecordIds, output_json
+from edge_agent.recording import RecordIds, nan_count, output_json
+from edge_agent.serving import BatchResults
 
 
 def test_float32_outputs_are_written_so_that_they_read_back_exactly() -> None:
@@ -57,3 +58,13 @@ def test_record_ids_are_unique_across_threads_blocks_and_batches() -> None:
     assert len(flat) == 8 * (400 + 2 * 58) and len(set(flat)) == len(flat)
     assert all(len(record_id) == 32 and int(record_id, 16) >= 0 for record_id in flat)
     assert len({record_id[:16] for record_id in flat}) == 1  # one random prefix per process
+
+
+def test_nan_is_counted_per_example_in_batches_and_single_examples() -> None:
+    logits = np.array([[1, np.nan], [2, 3], [np.nan, np.nan], [np.inf, 0]], np.float32)
+    labels = np.array([0, 1, 2, 3])
+    batch = BatchResults([[row, label] for row, label in zip(logits, labels, strict=True)],
+                         [logits, labels])  # fmt: skip
+    assert nan_count(batch) == 2
+    assert nan_count([list(result) for result in batch]) == 2  # one by one
+    assert nan_count(BatchResults([[row] for row in labels], [labels])) == 0
