@@ -142,6 +142,7 @@ class Ticket:
         return list(range(self.first, self.first + self.count)) if self.stored else []
 
     def encode(self) -> None:
+        """Encode the deferred parts (in the writer thread) and size what will be stored."""
         self.segments = [
             part if isinstance(part, Segment) else part.encode() for part in self.parts
         ]
