@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from compiler.graph import GraphKind
+from compiler.host_cpu import mismatch_note
 from compiler.passes.base import Format, Pass
 from compiler.passes.convert_fp16 import PROVIDER_OPTIONS, ConvertFp16, Fp16Config
 from compiler.passes.fp16_tflite import Fp16Tflite, Fp16TfliteConfig
@@ -122,6 +123,9 @@ def recipe_for(
         candidates.append(CandidatePlan("fp32", Precision.FP32, Pipeline([], source=Format.ONNX)))
     if Precision.FP32 not in profile.precisions:
         notes.append(f"{profile.tag} lists no fp32: there is no float fallback")
+    if any(c.precision is not Precision.FP32 for c in candidates):
+        note = mismatch_note(profile)
+        notes.extend([note] if note else [])
     return Recipe(profile, tuple(candidates), tuple(notes))
 
 

@@ -106,8 +106,8 @@ def compare_speed(
     samples = reference.samples(x)
     sample, batch = samples.repeat(batch), samples.batch_for(batch)
     for _ in range(3):
-        reference.run_feed(sample)
-        candidate.run_feed(sample)
+        reference.time_feed(sample)
+        candidate.time_feed(sample)
     float_times: list[float] = []
     candidate_times: list[float] = []
     started = time.monotonic()
@@ -118,7 +118,7 @@ def compare_speed(
             spans = []
             for model in order:
                 start = time.perf_counter()
-                model.run_feed(sample)
+                model.time_feed(sample)
                 spans.append(time.perf_counter() - start)
             float_times.append(spans[0] if first_float else spans[1])
             candidate_times.append(spans[1] if first_float else spans[0])

@@ -136,6 +136,11 @@ class OnnxRuntimeBackend:
         # Spinning intra-op workers burn a core after every run; on a device they steal it
         # from the agent's own threads (and from the battery) for no latency gain.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Exact int8 sums on every x86 CPU: without VNNI, onnxruntime's u8s8 kernels sum in
+        # 16 bits and saturate; this runs such weights through u8u8 kernels instead, so the
+        # device computes what the compiler measured and recorded as golden outputs (no
+        # effect with VNNI, nor off x86).
+        options.add_session_config_entry("session.x64quantprecision", "1")
         try:
             session = ort.InferenceSession(
                 str(model_path), sess_options=options, providers=providers

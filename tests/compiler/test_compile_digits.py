@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.numpy_helper
-import onnxruntime as ort
 import pytest
 
 import edgefleet
@@ -46,12 +45,6 @@ pytestmark = pytest.mark.integration
 
 def _verified(compiled: Compiled, tag: str, keys: Keys) -> VerifiedBundle:
     return verify_bundle(compiled.bundle(tag), [keys.verify])
-
-
-def _run(model: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
 @pytest.mark.parametrize("tag", INT8_PROFILES)
@@ -91,7 +84,8 @@ def test_golden_samples_are_the_artifacts_own_outputs(
     assert inputs.shape == (8, 1, 8, 8) and inputs.dtype == np.float32
     assert outputs.shape == (8, 10) and outputs.dtype == np.float32
     assert bundle.manifest.golden.count == 8
-    actual = _run(bundle.model_path, inputs)
+    served = _served(bundle)  # the device's runtime: the agent's backend for the profile
+    actual = np.concatenate([served.run_examples([x])[0][0][np.newaxis] for x in inputs])
     np.testing.assert_allclose(actual, outputs, atol=1e-5, rtol=0)
     assert np.allclose(actual, outputs, atol=bundle.manifest.golden.atol, rtol=0)
 

@@ -35,6 +35,7 @@ import pytest
 from compiler.data import Samples, bind, load_dataset
 from compiler.evidence import interface_of
 from compiler.examples import pretrained
+from compiler.host_cpu import missing_features
 from compiler.metrics import cosine, cosines
 from compiler.pipeline import CompileRequest, CompileResult, compile_model
 from compiler.runner import HostModel
@@ -45,6 +46,7 @@ from edgefleet.bundle import (
     golden_key,
     verify_bundle,
 )
+from hardware_profiles.loader import load_profile
 from tests.compiler.conftest import Keys
 
 # Real models on a shared 2-core machine: each session fixture compiles one model for four
@@ -221,6 +223,11 @@ def test_minilm_embeddings_keep_cosine_099_for_every_sentence_on_four_profiles(
     # is at 0.99 or more. The word-embedding table (half the file) stays float, hence ~0.7x.
     x86 = minilm.bundle("x86-64/avx512-vnni", keys).manifest
     evidence = x86.evidence
+    if missing_features(load_profile("x86-64/avx512-vnni")):
+        # Measured on a host without VNNI: dynamic int8's u8s8 sums saturate here (not on the
+        # target), and the search may keep fp32; it must still meet the bound (checked above).
+        assert x86.precision in ("int8", "fp32"), x86.precision
+        return
     assert x86.precision == "int8"
     naive, chosen = evidence.candidates[0], next(c for c in evidence.candidates if c.accepted)
     assert naive.name == "int8-dynamic" and not naive.accepted
