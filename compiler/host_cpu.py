@@ -33,6 +33,15 @@ def host_features(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     return frozenset()
 
 
+@functools.cache
+def saturating_int8() -> bool:
+    """Whether onnxruntime's default int8 kernels on this host sum in 16 bits and can
+    saturate: x86 without VNNI (AVX2 and AVX-512 ``vpmaddubsw``)."""
+    flags = host_features()
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    return x86 and bool(flags) and not {"avx512_vnni", "avx_vnni"} & flags
+
+
 def missing_features(profile: HardwareProfile, flags: frozenset[str] | None = None) -> list[str]:
     """The profile's CPU features this host lacks: only for a CPU target of the host's own
     architecture whose features the host reports (anything else is not measured as the

@@ -125,7 +125,8 @@ def recipe_for(
         notes.append(f"{profile.tag} lists no fp32: there is no float fallback")
     if any(c.precision is not Precision.FP32 for c in candidates):
         note = mismatch_note(profile)
-        notes.extend([note] if note else [])
+        if note:
+            notes.append(note)
     return Recipe(profile, tuple(candidates), tuple(notes))
 
 

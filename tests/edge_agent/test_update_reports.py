@@ -27,7 +27,13 @@ from edgefleet.protocol.messages import DeploymentPhase as Phase
 from edgefleet.protocol.messages import DesiredState, DeviceState, Report, Status
 from edgefleet.protocol.topics import Channel
 from tests.edge_agent.conftest import Rig
-from tests.edge_agent.helpers import FleetSide, build_bundle, desired_for, wait_for
+from tests.edge_agent.helpers import (
+    BuiltBundle,
+    FleetSide,
+    build_bundle,
+    desired_for,
+    wait_for,
+)
 from tests.support.services import Mosquitto, own_mosquitto
 
 pytestmark = pytest.mark.integration
@@ -66,11 +72,11 @@ def test_a_failed_deployment_is_answered_with_its_failure_again(rig: Rig) -> Non
     assert len(rig.server.requests) == downloads  # not tried again
 
 
-def test_a_rollback_found_after_a_restart_is_answered_as_rolled_back(
-    rig: Rig, backend: OnnxRuntimeBackend
-) -> None:
-    v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
-    v2 = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
+def _roll_back_dep_2_after_a_power_cut(
+    rig: Rig, backend: OnnxRuntimeBackend, v1: BuiltBundle, v2: BuiltBundle
+) -> Updater:
+    """dep-1 installs v1, dep-2 v2; the power goes out while dep-2 validates, and the
+    restarted updater rolls it back. Returns that restarted updater."""
     rig.publish(1, v1)
     rig.publish(2, v2)
     assert rig.updater.apply(desired_for(v1, 1, "dep-1")) is Phase.COMMITTED
@@ -82,6 +88,15 @@ def test_a_rollback_found_after_a_restart_is_answered_as_rolled_back(
     restarted, _ = rig.fresh_updater(backend)
     restarted.restore()
     assert restarted.resume() is Phase.ROLLED_BACK
+    return restarted
+
+
+def test_a_rollback_found_after_a_restart_is_answered_as_rolled_back(
+    rig: Rig, backend: OnnxRuntimeBackend
+) -> None:
+    v1 = build_bundle(rig.workdir, rig.key, version="1.0.0", weights_version=1)
+    v2 = build_bundle(rig.workdir, rig.key, version="2.0.0", weights_version=2)
+    _roll_back_dep_2_after_a_power_cut(rig, backend, v1, v2)
     rig.reports.clear()
     # Another restart: the outcome is read back from state.json and answered again.
     again, _ = rig.fresh_updater(backend)
@@ -204,17 +219,8 @@ def test_an_older_rolled_back_deployment_is_answered_as_rolled_back_after_a_rest
     bundles = [
         build_bundle(rig.workdir, rig.key, version=f"{n}.0.0", weights_version=n) for n in (1, 2, 3)
     ]
-    for n, bundle in enumerate(bundles, start=1):
-        rig.publish(n, bundle)
-    assert rig.updater.apply(desired_for(bundles[0], 1, "dep-1")) is Phase.COMMITTED
-    assert rig.updater.apply(desired_for(bundles[1], 2, "dep-2")) is Phase.COMMITTED
-    state = rig.updater.state
-    assert state.deployment is not None
-    state.deployment.state = State.VALIDATING  # the power went out while validating
-    StateStore(rig.data_dir).save(state)
-    restarted, _ = rig.fresh_updater(backend)
-    restarted.restore()
-    assert restarted.resume() is Phase.ROLLED_BACK
+    rig.publish(3, bundles[2])
+    restarted = _roll_back_dep_2_after_a_power_cut(rig, backend, bundles[0], bundles[1])
     rolled_back = rig.reports[-1]
     assert restarted.apply(desired_for(bundles[2], 3, "dep-3")) is Phase.COMMITTED
 
